@@ -1,0 +1,3 @@
+//! The Mesos v1 protocol: generated wire types and the two encodings Mesos speaks.
+
+pub mod proto;
