@@ -6,7 +6,11 @@ use std::path::PathBuf;
 use std::process::Command;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let protos = ["proto/mesos.proto", "proto/scheduler.proto", "proto/executor.proto"];
+    let protos = [
+        "proto/mesos.proto",
+        "proto/scheduler.proto",
+        "proto/executor.proto",
+    ];
     for p in protos {
         println!("cargo:rerun-if-changed={p}");
     }
@@ -19,6 +23,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     )?;
     let mut config = prost_build::Config::new();
     config.enable_type_names();
+    // Ordered maps keep encodings deterministic (executor identity hashes them).
+    config.btree_map(["."]);
     config.compile_fds(fds)?;
 
     let commit = Command::new("git")

@@ -2,7 +2,16 @@
 //!
 //! The shared library every role stands on: Mesos wire types ([`mesos`]),
 //! resource arithmetic ([`resources`]), pod-to-task translation ([`podtask`])
-//! and offer matching ([`offers`]). Roles live beside it and depend on it,
-//! never on each other.
+//! and offer matching ([`offers`]). Roles live beside it ([`fit`], ...) and
+//! depend on it, never on each other.
 
+pub mod dispatch;
+pub mod fit;
+pub mod flags;
+pub mod logging;
+pub mod manifest;
 pub mod mesos;
+pub mod offers;
+pub mod podtask;
+pub mod resources;
+pub mod version;

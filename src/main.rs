@@ -1,1 +1,122 @@
-fn main() {}
+//! `km`: every role of Kubernetes on Mesos in one binary. Dispatches on the
+//! role given as first argument, or on the name it was started under.
+
+use std::process::ExitCode;
+
+use clap::error::ErrorKind;
+use clap::{CommandFactory, Parser, Subcommand};
+
+/// Kubernetes on Apache Mesos: one binary for every role.
+///
+/// Run `km <role> --help` for a role's flags. A role also runs when km is
+/// started under its name: k8sm-scheduler, k8sm-executor,
+/// k8sm-controller-manager, k8sm-proxy, km-apiserver, or km-<role>.
+#[derive(Parser)]
+#[command(name = "km", version = env!("CARGO_PKG_VERSION"), long_version = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("KM_GIT_COMMIT"), ")"), subcommand_required = true, arg_required_else_help = true, disable_help_subcommand = true)]
+struct Cli {
+    #[command(flatten)]
+    log: km::logging::LogArgs,
+    #[command(subcommand)]
+    role: Role,
+}
+
+#[derive(Subcommand)]
+#[command(subcommand_value_name = "ROLE", subcommand_help_heading = "Roles")]
+enum Role {
+    /// Explain whether a pod fits Mesos offers, and show the task km would launch.
+    Fit(km::fit::Args),
+    /// Print the version and git commit.
+    Version,
+}
+
+fn main() -> ExitCode {
+    let args = km::dispatch::normalize_args(std::env::args_os().collect());
+    let cli = match Cli::try_parse_from(&args) {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(e, &args),
+    };
+    km::logging::init(&cli.log);
+    let result = match cli.role {
+        Role::Fit(a) => km::fit::run(a),
+        Role::Version => {
+            println!("{}", km::version::long());
+            Ok(ExitCode::SUCCESS)
+        }
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("km: error: {e:#}");
+            if e.downcast_ref::<km::fit::InputError>().is_some() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+    }
+}
+
+/// Prints a command-line error, naming what is known, and returns exit code 2.
+fn usage_error(e: clap::Error, args: &[std::ffi::OsString]) -> ExitCode {
+    let cmd = Cli::command();
+    match e.kind() {
+        ErrorKind::InvalidSubcommand => {
+            let role = e
+                .get(clap::error::ContextKind::InvalidSubcommand)
+                .map(|v| v.to_string())
+                .unwrap_or_default();
+            eprintln!(
+                "km: unknown role {role}; known roles: {}",
+                known_roles(&cmd).join(", ")
+            );
+            eprintln!("Run 'km --help' for what each role does.");
+            ExitCode::from(2)
+        }
+        ErrorKind::UnknownArgument => {
+            let _ = e.print();
+            let role = args.get(1).map(|a| a.to_string_lossy().into_owned());
+            if let Some(sub) = role.as_deref().and_then(|r| cmd.find_subcommand(r)) {
+                let flags: Vec<String> = sub
+                    .get_arguments()
+                    .filter_map(|a| a.get_long().map(|l| format!("--{l}")))
+                    .collect();
+                eprintln!(
+                    "Known flags of 'km {}': {}",
+                    sub.get_name(),
+                    flags.join(", ")
+                );
+            }
+            ExitCode::from(2)
+        }
+        _ => {
+            let _ = e.print();
+            ExitCode::from(if e.use_stderr() { 2 } else { 0 })
+        }
+    }
+}
+
+fn known_roles(cmd: &clap::Command) -> Vec<String> {
+    cmd.get_subcommands()
+        .map(|s| s.get_name().to_string())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn command_line_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn every_role_is_in_the_dispatch_table() {
+        for role in known_roles(&Cli::command()) {
+            assert!(
+                km::dispatch::ROLES.iter().any(|(r, _)| *r == role),
+                "{role} missing from dispatch::ROLES"
+            );
+        }
+    }
+}

@@ -1,0 +1,51 @@
+# km: build, test, benchmark and install.
+# CARGO_TARGET_DIR may point outside the tree to share builds between clones.
+
+CARGO ?= cargo
+PREFIX ?= /usr/local
+TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
+# Names the binary answers to besides `km` (see `km --help`).
+LINKS := k8sm-scheduler k8sm-executor k8sm-controller-manager k8sm-proxy km-apiserver \
+         km-scheduler km-executor km-controller-manager km-proxy km-fit
+
+.PHONY: all build release test lint fmt bench install uninstall local clean
+
+all: build
+
+build:
+	$(CARGO) build --all-targets
+
+release:
+	$(CARGO) build --release
+
+## test: every unit, integration and doc test (what CI runs)
+test:
+	$(CARGO) test --all-targets
+	$(CARGO) test --doc
+
+lint:
+	$(CARGO) fmt --check
+	$(CARGO) clippy --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt
+
+## bench: placement benchmarks (figures on stdout)
+bench:
+	$(CARGO) bench --bench matcher
+
+install: release
+	install -d $(DESTDIR)$(PREFIX)/bin
+	install -m 0755 $(TARGET_DIR)/release/km $(DESTDIR)$(PREFIX)/bin/km
+	for l in $(LINKS); do ln -sf km $(DESTDIR)$(PREFIX)/bin/$$l; done
+
+uninstall:
+	rm -f $(DESTDIR)$(PREFIX)/bin/km $(addprefix $(DESTDIR)$(PREFIX)/bin/,$(LINKS))
+
+## local: the whole system on one machine (arrives with `km local`)
+local:
+	@echo "km local is not built yet: the roles it composes (apiserver, dev-master, scheduler, ...) are still to come." >&2
+	@exit 1
+
+clean:
+	$(CARGO) clean
