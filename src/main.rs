@@ -24,6 +24,16 @@ struct Cli {
 #[command(subcommand_value_name = "ROLE", subcommand_help_heading = "Roles")]
 enum Role {
     /// Explain whether a pod fits Mesos offers, and show the task km would launch.
+    ///
+    /// Reads a pod manifest (YAML or JSON) and Mesos v1 offers in Mesos JSON
+    /// (one Offer, an array of them, or an OFFERS event), runs the scheduler's
+    /// own matching with the matching flags below, and prints per offer
+    /// whether the pod fits and why not; for the chosen offer, the TaskInfo,
+    /// the ExecutorInfo and the host ports. `-o json` prints one document with
+    /// the fields fits, offer_id, offer_ids, agent_id, hostname, task,
+    /// executor, host_ports, reasons, summary and pod.
+    ///
+    /// Exit status: 0 the pod fits, 1 it fits nowhere, 2 bad input.
     Fit(km::fit::Args),
     /// Print the version and git commit.
     Version,
