@@ -3,4 +3,5 @@
 pub mod encoding;
 pub mod json;
 pub mod proto;
+pub mod recordio;
 pub mod validate;
