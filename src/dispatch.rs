@@ -21,6 +21,13 @@ pub const ROLES: &[(&str, &[&str])] = &[
 ];
 
 /// The role selected by a program name (the basename of argv\[0\]), if any.
+///
+/// ```
+/// use km::dispatch::role_for_program;
+/// assert_eq!(role_for_program("k8sm-scheduler"), Some("scheduler"));
+/// assert_eq!(role_for_program("km-fit"), Some("fit"));
+/// assert_eq!(role_for_program("km"), None);
+/// ```
 pub fn role_for_program(program: &str) -> Option<&'static str> {
     ROLES.iter().find_map(|(role, aliases)| {
         let own = program.strip_prefix("km-") == Some(*role);

@@ -171,8 +171,18 @@ fn num(v: f64) -> String {
 }
 
 /// Summarises `(offer count, reason)` pairs: groups equal reasons, most
-/// frequent first, e.g. `3 offers: insufficient cpus (want 2.5, largest 1.0);
-/// 1 offer: nodeSelector rack=b`. No pairs at all reads `no offers`.
+/// frequent first. No pairs at all reads `no offers`.
+///
+/// ```
+/// use km::offers::{reasons::summarize, Reason};
+/// let cpus = |have| Reason::Insufficient { resource: "cpus", want: 2.5, have, executor: 0.0 };
+/// let rack = Reason::NodeSelector { key: "rack".into(), value: "b".into() };
+/// let seen = [(1, cpus(1.0)), (2, cpus(0.5)), (1, rack)];
+/// assert_eq!(
+///     summarize(seen.iter().map(|(n, r)| (*n, r))),
+///     "3 offers: insufficient cpus (want 2.5, largest 1.0); 1 offer: nodeSelector rack=b"
+/// );
+/// ```
 pub fn summarize<'a>(reasons: impl IntoIterator<Item = (usize, &'a Reason)>) -> String {
     let mut groups: Vec<(String, usize, Reason)> = Vec::new();
     for (n, r) in reasons {

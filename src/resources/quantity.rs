@@ -25,6 +25,14 @@ use std::str::FromStr;
 /// `+1.5e-3`), held exactly as a whole number of nano-units.
 ///
 /// Ordering and equality are numeric: `1k == 1000 == 1e3`.
+///
+/// ```
+/// use km::resources::Quantity;
+/// assert_eq!(Quantity::parse("250m").unwrap().cpus(), 0.25);
+/// assert_eq!(Quantity::parse("64Mi").unwrap().megabytes(), 64.0);
+/// assert_eq!(Quantity::parse("1G").unwrap().megabytes(), 953.675);
+/// assert!(Quantity::parse("64MB").is_err());
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Quantity {
     nanos: i128,
