@@ -89,15 +89,19 @@ fn argv0_selects_the_role() {
     assert!(out.starts_with("km "), "{out}");
 }
 
-fn fit_json(pod: &Path, offers: &Path, extra: &[&str]) -> (i32, serde_json::Value) {
-    let (code, out, err) = run(km()
-        .arg("fit")
+/// `km fit --pod POD --offers OFFERS`.
+fn fit(pod: &Path, offers: &Path) -> Command {
+    let mut c = km();
+    c.arg("fit")
         .arg("--pod")
         .arg(pod)
         .arg("--offers")
-        .arg(offers)
-        .args(["-o", "json"])
-        .args(extra));
+        .arg(offers);
+    c
+}
+
+fn fit_json(pod: &Path, offers: &Path, extra: &[&str]) -> (i32, serde_json::Value) {
+    let (code, out, err) = run(fit(pod, offers).args(["-o", "json"]).args(extra));
     let v = serde_json::from_str(&out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}\n{err}"));
     (code, v)
 }
@@ -168,12 +172,7 @@ fn fit_says_why_nothing_fits() {
         "2 offers: insufficient cpus for the pod and a new km executor (want 5.0 + 0.25, largest 4.0); \
          1 offer: nodeSelector k8s.mesosphere.io/attribute-rack=b"
     );
-    let (code, out, _) = run(km()
-        .arg("fit")
-        .arg("--pod")
-        .arg(data("web-pod.yaml"))
-        .arg("--offers")
-        .arg(data("offers-event.json"))
+    let (code, out, _) = run(fit(&data("web-pod.yaml"), &data("offers-event.json"))
         .args(["--default-container-cpu-limit", "4"]));
     assert_eq!(code, 1);
     assert!(
@@ -188,12 +187,7 @@ fn fit_rejects_bad_input_naming_file_and_field() {
     let dir = tempfile::tempdir().unwrap();
     let pod = dir.path().join("pod.yaml");
     std::fs::write(&pod, "kind: Pod\nmetadata: {name: p}\nspec:\n  containers:\n  - name: c\n    resources: {limits: {memory: 64MB}}\n").unwrap();
-    let (code, _, err) = run(km()
-        .arg("fit")
-        .arg("--pod")
-        .arg(&pod)
-        .arg("--offers")
-        .arg(data("offers-event.json")));
+    let (code, _, err) = run(&mut fit(&pod, &data("offers-event.json")));
     assert_eq!(code, 2, "{err}");
     assert!(
         err.contains("pod.yaml") && err.contains("spec.containers[0].resources.limits.memory"),
@@ -203,12 +197,7 @@ fn fit_rejects_bad_input_naming_file_and_field() {
 
     let offers = dir.path().join("offers.json");
     std::fs::write(&offers, r#"[{"id":{"value":"O"},"framework_id":{"value":"F"},"agent_id":{"value":"S"},"hostname":"h","resources":[{"name":"cpus","type":"SCALER","scalar":{"value":1}}]}]"#).unwrap();
-    let (code, _, err) = run(km()
-        .arg("fit")
-        .arg("--pod")
-        .arg(data("web-pod.yaml"))
-        .arg("--offers")
-        .arg(&offers));
+    let (code, _, err) = run(&mut fit(&data("web-pod.yaml"), &offers));
     assert_eq!(code, 2, "{err}");
     assert!(
         err.contains("offers.json") && err.contains("[0].resources[0].type"),
@@ -216,21 +205,11 @@ fn fit_rejects_bad_input_naming_file_and_field() {
     );
 
     std::fs::write(&offers, r#"{"id":{"value":"O"},"hostname":"h"}"#).unwrap();
-    let (code, _, err) = run(km()
-        .arg("fit")
-        .arg("--pod")
-        .arg(data("web-pod.yaml"))
-        .arg("--offers")
-        .arg(&offers));
+    let (code, _, err) = run(&mut fit(&data("web-pod.yaml"), &offers));
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("agent_id"), "{err}");
 
-    let (code, _, err) = run(km()
-        .arg("fit")
-        .arg("--pod")
-        .arg(data("web-pod.yaml"))
-        .arg("--offers")
-        .arg(data("offers-event.json"))
+    let (code, _, err) = run(fit(&data("web-pod.yaml"), &data("offers-event.json"))
         .args(["--mesos-default-pod-roles", "gpu"]));
     assert_eq!(code, 2, "{err}");
     assert!(

@@ -82,14 +82,22 @@ impl Reason {
 
     /// The text for one offer (`have` reads "has").
     pub fn for_one(&self) -> String {
+        self.text("has")
+    }
+
+    /// The text, with `have` introduced by `have_word` ("has" for one offer,
+    /// "largest" over many).
+    fn text(&self, have_word: &str) -> String {
         match self {
+            Reason::NodeName { want } => format!("spec.nodeName is {want}"),
+            Reason::NodeSelector { key, value } => format!("nodeSelector {key}={value}"),
             Reason::Insufficient {
                 resource,
                 want,
                 have,
                 executor,
             } if *executor > 0.0 => format!(
-                "insufficient {resource} for the pod and a new km executor (want {} + {}, has {})",
+                "insufficient {resource} for the pod and a new km executor (want {} + {}, {have_word} {})",
                 num(want - executor),
                 num(*executor),
                 num(*have)
@@ -101,15 +109,18 @@ impl Reason {
                 ..
             } => {
                 format!(
-                    "insufficient {resource} (want {}, has {})",
+                    "insufficient {resource} (want {}, {have_word} {})",
                     num(*want),
                     num(*have)
                 )
             }
+            Reason::HostPort { port } => format!("host port {port} not offered"),
             Reason::Ports { want, have } => {
-                format!("not enough free ports (want {want}, has {have})")
+                format!("not enough free ports (want {want}, {have_word} {have})")
             }
-            other => other.to_string(),
+            Reason::ExecutorUnknown { executor_id } => {
+                format!("km executor {executor_id} runs there but its ExecutorInfo is unknown")
+            }
         }
     }
 }
@@ -117,45 +128,7 @@ impl Reason {
 impl fmt::Display for Reason {
     /// The text in a summary, where `have` is the largest over the offers.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Reason::NodeName { want } => write!(f, "spec.nodeName is {want}"),
-            Reason::NodeSelector { key, value } => write!(f, "nodeSelector {key}={value}"),
-            Reason::Insufficient {
-                resource,
-                want,
-                have,
-                executor,
-            } if *executor > 0.0 => write!(
-                f,
-                "insufficient {resource} for the pod and a new km executor (want {} + {}, largest {})",
-                num(want - executor),
-                num(*executor),
-                num(*have)
-            ),
-            Reason::Insufficient {
-                resource,
-                want,
-                have,
-                ..
-            } => {
-                write!(
-                    f,
-                    "insufficient {resource} (want {}, largest {})",
-                    num(*want),
-                    num(*have)
-                )
-            }
-            Reason::HostPort { port } => write!(f, "host port {port} not offered"),
-            Reason::Ports { want, have } => {
-                write!(f, "not enough free ports (want {want}, largest {have})")
-            }
-            Reason::ExecutorUnknown { executor_id } => {
-                write!(
-                    f,
-                    "km executor {executor_id} runs there but its ExecutorInfo is unknown"
-                )
-            }
-        }
+        f.write_str(&self.text("largest"))
     }
 }
 
