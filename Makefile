@@ -8,7 +8,7 @@ TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 LINKS := k8sm-scheduler k8sm-executor k8sm-controller-manager k8sm-proxy km-apiserver \
          km-scheduler km-executor km-controller-manager km-proxy km-fit
 
-.PHONY: all build release test lint fmt bench install uninstall local clean
+.PHONY: all build release test test-deps lint fmt bench install uninstall local clean
 
 all: build
 
@@ -18,8 +18,12 @@ build:
 release:
 	$(CARGO) build --release
 
+## test-deps: ZooKeeper and pymesos for the integration tests
+test-deps:
+	scripts/test-deps.sh
+
 ## test: every unit, integration and doc test (what CI runs)
-test:
+test: test-deps
 	$(CARGO) test --all-targets
 	$(CARGO) test --doc
 

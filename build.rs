@@ -10,6 +10,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/mesos.proto",
         "proto/scheduler.proto",
         "proto/executor.proto",
+        "proto/devcluster.proto",
     ];
     for p in protos {
         println!("cargo:rerun-if-changed={p}");

@@ -4,4 +4,5 @@ pub mod encoding;
 pub mod json;
 pub mod proto;
 pub mod recordio;
+pub mod stream;
 pub mod validate;
