@@ -35,6 +35,8 @@ enum Role {
     ///
     /// Exit status: 0 the pod fits, 1 it fits nowhere, 2 bad input.
     Fit(km::fit::Args),
+    /// Development stand-in for mesos-master: the v1 scheduler API, offers, hollow agents.
+    DevMaster(km::devcluster::master::Args),
     /// Print the version and git commit.
     Version,
 }
@@ -48,6 +50,7 @@ fn main() -> ExitCode {
     km::logging::init(&cli.log);
     let result = match cli.role {
         Role::Fit(a) => km::fit::run(a),
+        Role::DevMaster(a) => serve(|stop| km::devcluster::master::run(a, stop)),
         Role::Version => {
             println!("{}", km::version::long());
             Ok(ExitCode::SUCCESS)
@@ -64,6 +67,30 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// Runs a long-lived role on a tokio runtime until SIGINT or SIGTERM.
+fn serve<F, Fut>(role: F) -> anyhow::Result<ExitCode>
+where
+    F: FnOnce(tokio_util::sync::CancellationToken) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async {
+        let stop = tokio_util::sync::CancellationToken::new();
+        let signal = stop.clone();
+        tokio::spawn(async move {
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+            }
+            tracing::info!("stopping");
+            signal.cancel();
+        });
+        role(stop).await
+    })?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Prints a command-line error, naming what is known, and returns exit code 2.

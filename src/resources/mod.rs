@@ -39,6 +39,7 @@ mod collection;
 pub mod quantity;
 mod ranges;
 mod set;
+pub mod text;
 
 use std::fmt;
 
