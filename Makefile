@@ -37,6 +37,7 @@ fmt:
 ## bench: placement benchmarks (figures on stdout)
 bench:
 	$(CARGO) bench --bench matcher
+	$(CARGO) bench --bench devmaster
 
 install: release
 	install -d $(DESTDIR)$(PREFIX)/bin

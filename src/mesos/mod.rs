@@ -1,5 +1,6 @@
 //! The Mesos v1 protocol: generated wire types and the two encodings Mesos speaks.
 
+pub mod detector;
 pub mod encoding;
 pub mod json;
 pub mod proto;

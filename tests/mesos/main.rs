@@ -1,4 +1,6 @@
 //! Mesos v1 APIs end to end: km's clients, dev-master and dev-agent, ZooKeeper
 //! master detection, and pymesos as an independent client. One test binary.
 
+mod pymesos;
 mod support;
+mod zk;

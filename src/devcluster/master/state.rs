@@ -508,19 +508,25 @@ impl Master {
 
     /// What an agent has that is neither used nor offered.
     pub fn available(&self, agent: &Agent) -> Resources {
-        let mut used = Resources::new();
-        for t in self
-            .tasks
-            .values()
-            .filter(|t| t.agent_id == agent.id && !is_terminal(t.state()))
-        {
-            used += &unallocated(&t.info.resources);
+        let mut used = self.used_by_agent();
+        self.available_with(agent, used.remove(agent.id.as_str()).unwrap_or_default())
+    }
+
+    /// Resources held by live tasks and outstanding offers, per agent, in one pass.
+    fn used_by_agent(&self) -> HashMap<&str, Resources> {
+        let mut used: HashMap<&str, Resources> = HashMap::new();
+        for t in self.tasks.values().filter(|t| !is_terminal(t.state())) {
+            *used.entry(t.agent_id.as_str()).or_default() += &unallocated(&t.info.resources);
         }
+        for o in self.offers.values() {
+            *used.entry(o.agent_id.as_str()).or_default() += &unallocated(&o.offer.resources);
+        }
+        used
+    }
+
+    fn available_with(&self, agent: &Agent, mut used: Resources) -> Resources {
         for e in agent.executors.values() {
             used += &unallocated(&e.resources);
-        }
-        for o in self.offers.values().filter(|o| o.agent_id == agent.id) {
-            used += &unallocated(&o.offer.resources);
         }
         minus(&agent.total, &used)
     }
@@ -551,11 +557,17 @@ impl Master {
             .filter(|a| a.active())
             .map(|a| a.id.clone())
             .collect();
+        let mut used: HashMap<String, Resources> = self
+            .used_by_agent()
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
+        let mut new_offers = Vec::new();
         for agent_id in agent_ids {
             let Some(agent) = self.agents.get(&agent_id) else {
                 continue;
             };
-            let mut avail = self.available(agent);
+            let mut avail = self.available_with(agent, used.remove(&agent_id).unwrap_or_default());
             if avail.is_empty() {
                 continue;
             }
@@ -628,14 +640,14 @@ impl Master {
                         allocation_info: alloc,
                         ..Default::default()
                     };
-                    self.offers.insert(
+                    new_offers.push((
                         id,
                         OfferRec {
                             framework_id: fid.clone(),
                             agent_id: agent_id.clone(),
                             offer: offer.clone(),
                         },
-                    );
+                    ));
                     batches.entry(fid.clone()).or_default().push(offer);
                     if avail.is_empty() {
                         break;
@@ -643,6 +655,7 @@ impl Master {
                 }
             }
         }
+        self.offers.extend(new_offers);
         let mut n = 0;
         for (fid, offers) in batches {
             n += offers.len();
