@@ -2,6 +2,7 @@
 
 pub mod detector;
 pub mod encoding;
+pub mod executor;
 pub mod json;
 pub mod proto;
 pub mod recordio;
