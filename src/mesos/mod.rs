@@ -6,5 +6,6 @@ pub mod executor;
 pub mod json;
 pub mod proto;
 pub mod recordio;
+pub mod scheduler;
 pub mod stream;
 pub mod validate;

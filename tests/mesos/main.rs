@@ -2,5 +2,6 @@
 //! master detection, and pymesos as an independent client. One test binary.
 
 mod pymesos;
+mod scheduler;
 mod support;
 mod zk;
