@@ -37,6 +37,8 @@ enum Role {
     Fit(km::fit::Args),
     /// Development stand-in for mesos-master: the v1 scheduler API, offers, hollow agents.
     DevMaster(km::devcluster::master::Args),
+    /// Development stand-in for mesos-agent: runs executors and command tasks in cgroups.
+    DevAgent(km::devcluster::agent::Args),
     /// Print the version and git commit.
     Version,
 }
@@ -51,6 +53,7 @@ fn main() -> ExitCode {
     let result = match cli.role {
         Role::Fit(a) => km::fit::run(a),
         Role::DevMaster(a) => serve(|stop| km::devcluster::master::run(a, stop)),
+        Role::DevAgent(a) => serve(|stop| km::devcluster::agent::run(a, stop)),
         Role::Version => {
             println!("{}", km::version::long());
             Ok(ExitCode::SUCCESS)

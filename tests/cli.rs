@@ -60,7 +60,10 @@ fn unknown_role_names_the_known_ones() {
     let (code, _, err) = run(km().arg("schedule"));
     assert_eq!(code, 2);
     assert!(err.contains("unknown role schedule"), "{err}");
-    assert!(err.contains("known roles: fit, version"), "{err}");
+    assert!(
+        err.contains("known roles: fit, dev-master, dev-agent, version"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -3,4 +3,5 @@
 //! executor APIs so km's framework and executor (and other Mesos clients)
 //! run on one machine; between themselves they use km's own agent protocol.
 
+pub mod agent;
 pub mod master;

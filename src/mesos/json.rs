@@ -1048,6 +1048,25 @@ mod tests {
     }
 
     #[test]
+    fn doubles_survive_a_json_round_trip_exactly() {
+        // Timestamps are seconds with microseconds: every bit must come back.
+        for t in [
+            1795246131.4772499_f64,
+            0.1 + 0.2,
+            1e-7,
+            123_456_789.123_456_78,
+            f64::MAX,
+        ] {
+            let s = v1::TaskStatus {
+                timestamp: Some(t),
+                ..Default::default()
+            };
+            let back: v1::TaskStatus = from_slice(to_string(&s).as_bytes()).unwrap();
+            assert_eq!(back.timestamp.map(f64::to_bits), Some(t.to_bits()), "{t}");
+        }
+    }
+
+    #[test]
     fn doubles_take_infinity_strings_and_print_like_mesos() {
         for (input, value) in [
             (json!("Infinity"), f64::INFINITY),

@@ -1,6 +1,7 @@
 //! Mesos v1 APIs end to end: km's clients, dev-master and dev-agent, ZooKeeper
 //! master detection, and pymesos as an independent client. One test binary.
 
+mod agent;
 mod pymesos;
 mod scheduler;
 mod support;

@@ -46,7 +46,7 @@ fn accepted() -> Response {
 }
 
 /// Checks method and Content-Type like Mesos; returns the request encoding.
-fn request_encoding(method: &Method, headers: &HeaderMap) -> Result<Encoding, Response> {
+fn request_encoding(method: &Method, headers: &HeaderMap) -> Result<Encoding, Box<Response>> {
     if method != Method::POST {
         let mut r = text(
             405,
@@ -56,19 +56,22 @@ fn request_encoding(method: &Method, headers: &HeaderMap) -> Result<Encoding, Re
         );
         r.headers_mut()
             .insert(header::ALLOW, header::HeaderValue::from_static("POST"));
-        return Err(r);
+        return Err(Box::new(r));
     }
     let Some(ct) = headers.get(header::CONTENT_TYPE) else {
-        return Err(text(400, "Expecting 'Content-Type' to be present"));
+        return Err(Box::new(text(
+            400,
+            "Expecting 'Content-Type' to be present",
+        )));
     };
     ct.to_str()
         .ok()
         .and_then(Encoding::from_content_type)
         .ok_or_else(|| {
-            text(
+            Box::new(text(
                 415,
                 "Expecting 'Content-Type' of application/json or application/x-protobuf",
-            )
+            ))
         })
 }
 
@@ -177,7 +180,7 @@ pub async fn scheduler(
 ) -> Response {
     let enc = match request_encoding(&method, &headers) {
         Ok(e) => e,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     if !authorized(&app, &headers) {
         let mut r = text(401, "Unauthorized");
@@ -387,7 +390,7 @@ pub async fn agent(
 ) -> Response {
     let enc = match request_encoding(&method, &headers) {
         Ok(e) => e,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let call: AgentCall = match enc.decode(&body) {
         Ok(c) => c,

@@ -1191,7 +1191,7 @@ impl Master {
                     value: framework_id.into(),
                 },
                 task_id: kill.task_id.clone(),
-                kill_policy: kill.kill_policy.clone(),
+                kill_policy: kill.kill_policy,
             }),
             ..Default::default()
         };
@@ -1407,10 +1407,9 @@ impl Master {
             .iter()
             .filter(|(_, t)| t.agent_id == agent_id && !is_terminal(t.state()))
             .filter(|(_, t)| {
-                !self
-                    .frameworks
+                self.frameworks
                     .get(&t.framework_id)
-                    .is_some_and(|f| f.info.checkpoint == Some(true))
+                    .is_none_or(|f| f.info.checkpoint != Some(true))
             })
             .map(|(k, _)| k.clone())
             .collect();

@@ -161,7 +161,7 @@ fn decline_filters_then_revive_clears() {
     let o = offers(&drain(&mut rx)).remove(0);
     m.decline(
         &fid,
-        &[o.id.clone()],
+        std::slice::from_ref(&o.id),
         Some(&v1::Filters {
             refuse_seconds: Some(10.0),
         }),
