@@ -283,4 +283,51 @@ mod tests {
             .expect_err("not JSON");
         assert!(matches!(err, DecodeError::Json(json::JsonError::Syntax(_))));
     }
+
+    mod never_panics {
+        use super::*;
+        use crate::mesos::proto::devcluster::AgentCall;
+        use crate::mesos::proto::v1::executor;
+        use proptest::prelude::*;
+
+        fn all(bytes: &[u8]) {
+            for enc in [Encoding::Protobuf, Encoding::Json] {
+                let _ = enc.decode::<scheduler::Call>(bytes);
+                let _ = enc.decode::<scheduler::Event>(bytes);
+                let _ = enc.decode::<executor::Call>(bytes);
+                let _ = enc.decode::<executor::Event>(bytes);
+                let _ = enc.decode::<AgentCall>(bytes);
+            }
+        }
+
+        proptest! {
+            /// Arbitrary bytes are rejected or decoded, never a panic.
+            #[test]
+            fn arbitrary_bytes(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+                all(&bytes);
+            }
+
+            /// Valid calls with corrupted bytes, and JSON shaped like calls
+            /// with wrong types, are rejected or decoded, never a panic.
+            #[test]
+            fn mutated_calls(pos in any::<prop::sample::Index>(), byte in any::<u8>(), cut in any::<prop::sample::Index>()) {
+                let call = crate::mesos::scheduler::calls::reconcile(vec![(crate::mesos::proto::v1::TaskId { value: "t".into() }, None)]);
+                for enc in [Encoding::Protobuf, Encoding::Json] {
+                    let mut b = enc.encode(&call);
+                    let i = pos.index(b.len());
+                    b[i] = byte;
+                    all(&b);
+                    b.truncate(cut.index(b.len() + 1));
+                    all(&b);
+                }
+            }
+
+            #[test]
+            fn json_with_wrong_types(v in prop_oneof![Just("1"), Just("\"x\""), Just("[]"), Just("{}"), Just("null"), Just("true"), Just("1e400")],
+                                      key in prop_oneof![Just("type"), Just("subscribe"), Just("framework_id"), Just("accept"), Just("acknowledge")]) {
+                let doc = format!("{{\"{key}\":{v},\"subscribe\":{{\"framework_info\":{{\"user\":{v},\"name\":\"n\"}}}}}}");
+                all(doc.as_bytes());
+            }
+        }
+    }
 }

@@ -213,3 +213,129 @@ async fn framework_fails_over_with_the_same_id_and_keeps_its_tasks() {
     assert_eq!(state["frameworks"][0]["tasks"][0]["state"], "TASK_RUNNING");
     stop.cancel();
 }
+
+async fn post(
+    addr: std::net::SocketAddr,
+    content_type: Option<&str>,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String) {
+    let mut req = reqwest::Client::new()
+        .post(format!("http://{addr}/api/v1/scheduler"))
+        .body(body.to_string());
+    if let Some(ct) = content_type {
+        req = req.header("Content-Type", ct);
+    }
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = req.send().await.unwrap();
+    (resp.status().as_u16(), resp.text().await.unwrap())
+}
+
+#[tokio::test]
+async fn bad_calls_get_mesos_status_codes_and_reasons() {
+    scheduler::install_crypto_provider();
+    let (m, stop) = dev_master(0).await;
+    let a = m.addr;
+    let json = Some("application/json");
+    assert_eq!(
+        post(a, None, &[], "{}").await,
+        (400, "Expecting 'Content-Type' to be present".into())
+    );
+    assert_eq!(
+        post(a, Some("application/json; charset=utf-8"), &[], "{}")
+            .await
+            .0,
+        415
+    );
+    let (code, body) = post(a, json, &[], "{not json").await;
+    assert_eq!(code, 400);
+    assert!(
+        body.starts_with("Failed to convert JSON into Call protobuf"),
+        "{body}"
+    );
+    let (code, body) = post(
+        a,
+        json,
+        &[],
+        r#"{"type":"SUBSCRIBE","subscribe":{"framework_info":{"name":"x"}}}"#,
+    )
+    .await;
+    assert_eq!(code, 400);
+    assert!(body.contains("subscribe.framework_info.user"), "{body}");
+    let sub = r#"{"type":"SUBSCRIBE","subscribe":{"framework_info":{"user":"u","name":"x"}}}"#;
+    let (code, body) = post(a, json, &[("Mesos-Stream-Id", "x")], sub).await;
+    assert_eq!(
+        (code, body.as_str()),
+        (
+            400,
+            "Subscribe calls should not include the 'Mesos-Stream-Id' header"
+        )
+    );
+    assert_eq!(post(a, json, &[("Accept", "text/html")], sub).await.0, 406);
+    let (code, body) = post(
+        a,
+        json,
+        &[],
+        r#"{"type":"REVIVE","framework_id":{"value":"nope"}}"#,
+    )
+    .await;
+    assert_eq!((code, body.as_str()), (400, "Framework cannot be found"));
+    assert_eq!(post(a, json, &[], r#"{"type":"UNKNOWN"}"#).await.0, 400);
+    // Still alive and serving after all of that.
+    assert_eq!(
+        reqwest::get(format!("http://{a}/health"))
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        200
+    );
+    stop.cancel();
+}
+
+#[tokio::test]
+async fn basic_authentication_is_required_when_configured() {
+    let dir = tempfile::tempdir().unwrap();
+    let creds = dir.path().join("credentials");
+    std::fs::write(&creds, "k8s s3cret\n").unwrap();
+    let stop = CancellationToken::new();
+    let args = master::Args {
+        ip: "127.0.0.1".parse().unwrap(),
+        port: 0,
+        hostname: None,
+        allocation_interval: Duration::from_millis(100),
+        agent_timeout: Duration::from_secs(5),
+        credentials: Some(creds),
+        hollow_agents: 1,
+        hollow_resources: "cpus:1;mem:512".into(),
+        hollow_attributes: String::new(),
+        hollow_task_delay: Duration::from_millis(20),
+    };
+    let m = master::start(args, stop.clone()).await.unwrap();
+    let base = format!("http://{}", m.addr);
+    let subscribe = |secret: &str| {
+        let (tx, rx) = watch::channel(Some(MasterAddress {
+            base: base.clone(),
+            info: None,
+        }));
+        tokio::spawn(async move { tx.closed().await });
+        let mut cfg = SchedulerConfig::new(framework(None));
+        cfg.credentials = Some(scheduler::Credentials {
+            principal: "k8s".into(),
+            secret: secret.into(),
+        });
+        scheduler::start(cfg, rx).unwrap()
+    };
+    let (_bad, mut rx) = subscribe("wrong");
+    let failed = next(&mut rx, "Failed", |e| match e {
+        SchedulerEvent::Failed { message } => Some(message.clone()),
+        _ => None,
+    })
+    .await;
+    assert!(failed.contains("401"), "{failed}");
+    let (_good, mut rx) = subscribe("s3cret");
+    next(&mut rx, "OFFERS", offers).await;
+    stop.cancel();
+}

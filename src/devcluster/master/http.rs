@@ -19,7 +19,7 @@ use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
 
 use super::App;
 use super::state::{AgentKind, Conn, Refusal};
-use crate::mesos::encoding::Encoding;
+use crate::mesos::encoding::{DecodeError, Encoding};
 use crate::mesos::proto::devcluster::{AgentCall, agent_call};
 use crate::mesos::proto::v1::scheduler::{Call, call};
 use crate::mesos::stream::STREAM_ID_HEADER;
@@ -35,6 +35,28 @@ fn text(status: u16, body: impl Into<String>) -> Response {
         body.into(),
     )
         .into_response()
+}
+
+/// An error and its causes, `outer: inner: innermost`.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cur = c.source();
+    }
+    out
+}
+
+/// Why a body did not decode, worded like Mesos where it has a wording.
+fn decode_reason(e: &DecodeError) -> String {
+    match e {
+        DecodeError::Json(crate::mesos::json::JsonError::MissingRequired(f))
+        | DecodeError::MissingRequired(f) => format!("Missing required fields: {}", f.join(", ")),
+        DecodeError::Json(j) => chain(j),
+        DecodeError::Protobuf(p) => chain(p),
+    }
 }
 
 fn refused(r: Refusal) -> Response {
@@ -200,7 +222,10 @@ pub async fn scheduler(
             };
             return text(
                 400,
-                format!("Failed to convert {what} into Call protobuf: {e}"),
+                format!(
+                    "Failed to convert {what} into Call protobuf: {}",
+                    decode_reason(&e)
+                ),
             );
         }
     };
@@ -394,7 +419,12 @@ pub async fn agent(
     };
     let call: AgentCall = match enc.decode(&body) {
         Ok(c) => c,
-        Err(e) => return text(400, format!("Failed to parse the agent call: {e}")),
+        Err(e) => {
+            return text(
+                400,
+                format!("Failed to parse the agent call: {}", chain(&e)),
+            );
+        }
     };
     let Some(ty) = call.r#type.and_then(|t| agent_call::Type::try_from(t).ok()) else {
         return text(400, "Expecting 'type' to be present");
