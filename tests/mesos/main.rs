@@ -2,6 +2,7 @@
 //! master detection, and pymesos as an independent client. One test binary.
 
 mod agent;
+mod executor;
 mod pymesos;
 mod scheduler;
 mod support;

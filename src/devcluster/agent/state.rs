@@ -199,6 +199,9 @@ struct Executor {
     ever_subscribed: bool,
     ever_launched: bool,
     termination: Option<Termination>,
+    /// KILL events for an executor that is not subscribed (yet, or again
+    /// after an agent restart); delivered when it subscribes.
+    pending_kills: Vec<executor::Event>,
 }
 
 impl Executor {
@@ -406,6 +409,7 @@ impl Agent {
                 ever_subscribed: true,
                 ever_launched: true,
                 termination: None,
+                pending_kills: Vec::new(),
             };
             if !cp.terminated {
                 match self.cgroups.open(&exec.container_id) {
@@ -1123,6 +1127,7 @@ impl Agent {
             ever_subscribed: false,
             ever_launched: command_task,
             termination: None,
+            pending_kills: Vec::new(),
         };
         let directory = self
             .cfg
@@ -1226,11 +1231,15 @@ impl Agent {
                 }
             }
             (_, Kind::Custom) => {
-                e.phase = Phase::Registering;
-                self.after(
-                    self.cfg.registration_timeout,
-                    Timer::Registration(container.to_owned()),
-                );
+                // The executor may have subscribed before this message was
+                // handled; then it is already Running and stays so.
+                if matches!(e.phase, Phase::Launching) {
+                    e.phase = Phase::Registering;
+                    self.after(
+                        self.cfg.registration_timeout,
+                        Timer::Registration(container.to_owned()),
+                    );
+                }
             }
         }
         self.checkpoint(container);
@@ -1329,8 +1338,11 @@ impl Agent {
             }),
             ..event(executor::event::Type::Kill)
         };
-        if !e.send(ev) {
-            tracing::warn!(task = task_id, container = %c, "cannot deliver KILL: the executor is not subscribed");
+        if !e.send(ev.clone()) {
+            tracing::info!(task = task_id, container = %c, "executor not subscribed; KILL delivered when it subscribes");
+            if let Some(e) = self.executors.get_mut(&c) {
+                e.pending_kills.push(ev);
+            }
         }
     }
 
@@ -1827,6 +1839,11 @@ impl Agent {
             e.ever_subscribed = true;
         }
         self.flush_queue(container);
+        if let Some(e) = self.executors.get_mut(container) {
+            for kill in std::mem::take(&mut e.pending_kills) {
+                let _ = tx.send(kill);
+            }
+        }
         drop(tx);
         if self.recovering
             && !self

@@ -842,6 +842,8 @@ impl Master {
             return;
         };
         let mut remaining = offered;
+        // Executors this ACCEPT starts: charged once, later tasks must match them.
+        let mut starting: HashMap<String, v1::ExecutorInfo> = HashMap::new();
         for (tasks, group_executor) in launches {
             let mut group_ok = true;
             let mut checked = Vec::new();
@@ -852,6 +854,7 @@ impl Master {
                     t,
                     group_executor.as_ref(),
                     &remaining,
+                    &mut starting,
                 ) {
                     Ok(need) => {
                         remaining = minus(&remaining, &need);
@@ -902,6 +905,7 @@ impl Master {
         t: &v1::TaskInfo,
         group_executor: Option<&v1::ExecutorInfo>,
         remaining: &Resources,
+        starting: &mut HashMap<String, v1::ExecutorInfo>,
     ) -> Result<Resources, String> {
         let id = &t.task_id.value;
         if id.is_empty()
@@ -949,10 +953,11 @@ impl Master {
                 return Err("Executor must have a CommandInfo".into());
             }
             let agent = &self.agents[agent_id];
-            match agent
+            let known = agent
                 .executors
                 .get(&(framework_id.to_string(), e.executor_id.value.clone()))
-            {
+                .or_else(|| starting.get(&e.executor_id.value));
+            match known {
                 Some(running) => {
                     let mut mine = e.clone();
                     mine.framework_id = running.framework_id.clone();
@@ -970,6 +975,17 @@ impl Master {
             return Err(format!(
                 "Total resources {need} required by task and its executor is more than available {remaining}"
             ));
+        }
+        if let Some(e) = executor {
+            starting
+                .entry(e.executor_id.value.clone())
+                .or_insert_with(|| {
+                    let mut e = e.clone();
+                    e.framework_id = Some(v1::FrameworkId {
+                        value: framework_id.into(),
+                    });
+                    e
+                });
         }
         Ok(need)
     }

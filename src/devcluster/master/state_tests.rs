@@ -444,3 +444,55 @@ fn multi_role_offers_carry_allocation_info_and_reserved_resources_go_to_their_ro
         "nothing left for role *"
     );
 }
+
+#[test]
+fn a_new_executor_shared_by_tasks_of_one_launch_is_charged_once() {
+    let mut m = master();
+    let agent = hollow(&mut m, "a", "cpus:1;mem:1024");
+    let (c, mut rx) = conn("s1");
+    let fid = m.subscribe(None, framework("f", &[]), c).unwrap();
+    let now = Instant::now();
+    m.allocate(now);
+    let o = offers(&drain(&mut rx)).remove(0);
+    let exec = v1::ExecutorInfo {
+        executor_id: v1::ExecutorId { value: "e".into() },
+        command: Some(v1::CommandInfo {
+            value: Some("run".into()),
+            ..Default::default()
+        }),
+        resources: parse_resources("cpus:0.4;mem:32").unwrap(),
+        ..Default::default()
+    };
+    let with_exec = |id: &str, e: &v1::ExecutorInfo| v1::TaskInfo {
+        command: None,
+        executor: Some(e.clone()),
+        ..task(id, &agent, "cpus:0.25")
+    };
+    let mut other = exec.clone();
+    other.command = Some(v1::CommandInfo {
+        value: Some("different".into()),
+        ..Default::default()
+    });
+    // 0.4 + 0.25 + 0.25 = 0.9 cpus fits in 1.0 only if the executor is charged once.
+    m.accept(
+        &fid,
+        launch(
+            &o,
+            vec![
+                with_exec("t1", &exec),
+                with_exec("t2", &exec),
+                with_exec("t3", &other),
+            ],
+        ),
+        now,
+    );
+    let us = updates(&drain(&mut rx));
+    assert_eq!(us.len(), 1, "{us:?}");
+    assert_eq!(us[0].task_id.value, "t3");
+    assert!(
+        us[0].message.as_ref().unwrap().contains("not compatible"),
+        "{:?}",
+        us[0].message
+    );
+    assert_eq!(m.tasks.len(), 2);
+}
