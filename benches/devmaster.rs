@@ -17,20 +17,13 @@ use km::mesos::encoding::Encoding;
 use km::mesos::proto::v1;
 use km::resources::text::parse_resources;
 
+#[path = "support/machine.rs"]
+mod machine;
+
 fn main() {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
-        })
-        .unwrap_or_default();
     println!(
-        "machine: {} cpus, {cpu}\nworkload: N hollow agents of cpus:4;mem:16384;ports:[31000-32000], one framework, one allocation cycle",
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(0)
+        "{}\nworkload: N hollow agents of cpus:4;mem:16384;ports:[31000-32000], one framework, one allocation cycle",
+        machine::describe()
     );
     // `cargo bench` passes --bench; under `cargo test` a short run checks the code path.
     let benching = std::env::args().any(|a| a == "--bench");

@@ -15,21 +15,13 @@ use km::offers::{Inventory, Matcher, Outcome, Policy};
 use km::podtask::{ContainerDefaults, ExecutorConfig, ExecutorPrototype, PodTask, PodTaskConfig};
 use km::resources::{self, Ranges};
 
+#[path = "support/machine.rs"]
+mod machine;
+
 fn main() {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
-        })
-        .unwrap_or_default();
     println!(
-        "machine: {} cpus, {cpu}\nworkload: 3-container pods (2 default-limited, 1 with 0.5 cpu/256Mi and one wildcard port); \
-         offers of 4 cpus, 16384 MB, ports 31000-32000; executor 0.25 cpu/128 MB",
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(0)
+        "{}\nworkload: 3-container pods (2 default-limited, 1 with 0.5 cpu/256Mi and one wildcard port); offers of 4 cpus, 16384 MB, ports 31000-32000; executor 0.25 cpu/128 MB",
+        machine::describe()
     );
     divan::main();
 }

@@ -6,7 +6,6 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use clap::Parser;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -16,21 +15,9 @@ use km::mesos::proto::v1;
 use km::mesos::proto::v1::scheduler::event;
 use km::mesos::scheduler::{self, Scheduler, SchedulerConfig, SchedulerEvent};
 
-use super::support::free_port;
+use super::support::{agent_args, free_port, master_args};
 
 const WAIT: Duration = Duration::from_secs(30);
-
-#[derive(Parser)]
-struct MasterCli {
-    #[command(flatten)]
-    args: km::devcluster::master::Args,
-}
-
-#[derive(Parser)]
-struct AgentCli {
-    #[command(flatten)]
-    args: km::devcluster::agent::Args,
-}
 
 /// A running in-process agent.
 struct Agent {
@@ -40,8 +27,7 @@ struct Agent {
 
 impl Agent {
     fn start(master: &str, work: &Path, port: u16, cgroups_root: &str) -> Agent {
-        let cli = AgentCli::parse_from([
-            "km",
+        let args = agent_args(&[
             "--master",
             master,
             "--port",
@@ -58,7 +44,7 @@ impl Agent {
             "2secs",
         ]);
         let stop = CancellationToken::new();
-        let task = tokio::spawn(km::devcluster::agent::run(cli.args, stop.clone()));
+        let task = tokio::spawn(km::devcluster::agent::run(args, stop.clone()));
         Agent { stop, task }
     }
 
@@ -82,9 +68,9 @@ struct Cluster {
 
 impl Cluster {
     async fn start() -> (Cluster, Agent) {
-        let cli = MasterCli::parse_from(["km", "--port", "0", "--allocation-interval", "100ms"]);
+        let master_flags = master_args(&["--port", "0", "--allocation-interval", "100ms"]);
         let master_stop = CancellationToken::new();
-        let running = km::devcluster::master::start(cli.args, master_stop.clone())
+        let running = km::devcluster::master::start(master_flags, master_stop.clone())
             .await
             .expect("dev-master starts");
         let cluster = Cluster {

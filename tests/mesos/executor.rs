@@ -30,7 +30,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use clap::Parser;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -44,7 +43,7 @@ use km::mesos::proto::v1;
 use km::mesos::proto::v1::scheduler::event;
 use km::mesos::scheduler::{self, Scheduler, SchedulerConfig, SchedulerEvent};
 
-use super::support::free_port;
+use super::support::{agent_args, free_port, master_args};
 
 /// Set (to the test's token) in the executor's environment: run as the child.
 const CHILD_VAR: &str = "KM_TEST_EXECUTOR_CHILD";
@@ -216,18 +215,6 @@ async fn child_main() -> i32 {
 // The cluster (test side)
 // ---------------------------------------------------------------------------
 
-#[derive(Parser)]
-struct MasterCli {
-    #[command(flatten)]
-    args: km::devcluster::master::Args,
-}
-
-#[derive(Parser)]
-struct AgentCli {
-    #[command(flatten)]
-    args: km::devcluster::agent::Args,
-}
-
 /// A running in-process dev-agent.
 struct Agent {
     stop: CancellationToken,
@@ -276,9 +263,9 @@ fn test_logging() {
 impl Cluster {
     async fn start() -> Cluster {
         test_logging();
-        let cli = MasterCli::parse_from(["km", "--port", "0", "--allocation-interval", "100ms"]);
+        let master_flags = master_args(&["--port", "0", "--allocation-interval", "100ms"]);
         let master_stop = CancellationToken::new();
-        let running = km::devcluster::master::start(cli.args, master_stop.clone())
+        let running = km::devcluster::master::start(master_flags, master_stop.clone())
             .await
             .expect("dev-master starts");
         let id = uuid::Uuid::new_v4().simple().to_string();
@@ -300,8 +287,7 @@ impl Cluster {
     /// Starts a dev-agent (again) with the same work dir, port and cgroups.
     fn start_agent(&mut self) {
         assert!(self.agent.is_none(), "an agent is already running");
-        let cli = AgentCli::parse_from([
-            "km",
+        let args = agent_args(&[
             "--master",
             &self.master,
             "--port",
@@ -326,7 +312,7 @@ impl Cluster {
             "15secs",
         ]);
         let stop = CancellationToken::new();
-        let task = tokio::spawn(km::devcluster::agent::run(cli.args, stop.clone()));
+        let task = tokio::spawn(km::devcluster::agent::run(args, stop.clone()));
         self.agent = Some(Agent { stop, task });
     }
 

@@ -18,3 +18,27 @@ pub fn free_port() -> u16 {
 pub fn km() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_km"))
 }
+
+#[derive(clap::Parser)]
+struct MasterCli {
+    #[command(flatten)]
+    args: km::devcluster::master::Args,
+}
+
+#[derive(clap::Parser)]
+struct AgentCli {
+    #[command(flatten)]
+    args: km::devcluster::agent::Args,
+}
+
+/// `km dev-master` flags as an operator would write them.
+pub fn master_args(flags: &[&str]) -> km::devcluster::master::Args {
+    let argv = std::iter::once("km").chain(flags.iter().copied());
+    <MasterCli as clap::Parser>::parse_from(argv).args
+}
+
+/// `km dev-agent` flags as an operator would write them.
+pub fn agent_args<S: AsRef<std::ffi::OsStr>>(flags: &[S]) -> km::devcluster::agent::Args {
+    let argv = std::iter::once(std::ffi::OsStr::new("km")).chain(flags.iter().map(AsRef::as_ref));
+    <AgentCli as clap::Parser>::parse_from(argv).args
+}
