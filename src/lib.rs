@@ -5,6 +5,7 @@
 //! and offer matching ([`offers`]). Roles live beside it ([`fit`], ...) and
 //! depend on it, never on each other.
 
+pub mod apiserver;
 pub mod devcluster;
 pub mod dispatch;
 pub mod fit;
