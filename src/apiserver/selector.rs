@@ -21,6 +21,15 @@ pub struct SelectorError {
     pub message: String,
 }
 
+impl SelectorError {
+    fn new(input: &str, message: String) -> Self {
+        SelectorError {
+            input: input.to_string(),
+            message,
+        }
+    }
+}
+
 /// What a label requirement asks of one label.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Op {
@@ -249,10 +258,7 @@ fn requirement(part: &str) -> Result<Requirement, String> {
 impl FromStr for LabelSelector {
     type Err = SelectorError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let err = |message: String| SelectorError {
-            input: s.to_string(),
-            message,
-        };
+        let err = |message: String| SelectorError::new(s, message);
         if s.trim().is_empty() {
             return Ok(LabelSelector::default());
         }
@@ -303,10 +309,7 @@ impl FieldSelector {
 impl FromStr for FieldSelector {
     type Err = SelectorError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let err = |message: String| SelectorError {
-            input: s.to_string(),
-            message,
-        };
+        let err = |message: String| SelectorError::new(s, message);
         if s.trim().is_empty() {
             return Ok(FieldSelector::default());
         }

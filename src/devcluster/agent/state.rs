@@ -787,6 +787,29 @@ impl Agent {
         }
     }
 
+    /// Reports tasks the agent will not run as lost (or gone, for a
+    /// partition-aware framework).
+    fn refuse_tasks(
+        &mut self,
+        container: Option<&str>,
+        framework_id: &str,
+        tasks: &[v1::TaskInfo],
+        reason: v1::task_status::Reason,
+        message: &str,
+    ) {
+        let state = self.lost_state(framework_id, false);
+        for t in tasks {
+            self.agent_update(
+                container,
+                framework_id,
+                &t.task_id.value,
+                state,
+                reason,
+                message,
+            );
+        }
+    }
+
     fn agent_update(
         &mut self,
         container: Option<&str>,
@@ -951,17 +974,13 @@ impl Agent {
         };
         self.frameworks.insert(fw_id.clone(), framework.clone());
         if self.stopping {
-            let state = self.lost_state(&fw_id, false);
-            for t in &group.tasks {
-                self.agent_update(
-                    None,
-                    &fw_id,
-                    &t.task_id.value,
-                    state,
-                    v1::task_status::Reason::AgentRestarted,
-                    "The agent is stopping",
-                );
-            }
+            self.refuse_tasks(
+                None,
+                &fw_id,
+                &group.tasks,
+                v1::task_status::Reason::AgentRestarted,
+                "The agent is stopping",
+            );
             return;
         }
         exec.framework_id = framework.id.clone();
@@ -987,17 +1006,13 @@ impl Agent {
             return;
         };
         if matches!(self.executors[&c].phase, Phase::Terminating(_)) {
-            let state = self.lost_state(&fw_id, false);
-            for t in &tasks {
-                self.agent_update(
-                    Some(&c),
-                    &fw_id,
-                    &t.task_id.value,
-                    state,
-                    v1::task_status::Reason::ExecutorTerminated,
-                    "Executor is terminating",
-                );
-            }
+            self.refuse_tasks(
+                Some(&c),
+                &fw_id,
+                &tasks,
+                v1::task_status::Reason::ExecutorTerminated,
+                "Executor is terminating",
+            );
             return;
         }
         let ids: Vec<String> = tasks.iter().map(|t| t.task_id.value.clone()).collect();

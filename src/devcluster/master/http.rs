@@ -523,6 +523,7 @@ pub async fn state(State(app): State<Arc<App>>) -> Response {
         json!({"cpus": rs.scalar("cpus"), "mem": rs.scalar("mem"), "disk": rs.scalar("disk"),
                "ports": rs.ranges("ports").to_string()})
     };
+    let available = m.available_by_agent();
     let agents: Vec<_> = m
         .agents
         .values()
@@ -546,7 +547,7 @@ pub async fn state(State(app): State<Arc<App>>) -> Response {
                 "active": a.conn.is_some() || matches!(a.kind, AgentKind::Hollow{..}),
                 "hollow": matches!(a.kind, AgentKind::Hollow{..}),
                 "resources": res_json(&a.total),
-                "unreserved_resources": res_json(&m.available(a)),
+                "unreserved_resources": res_json(available.get(&a.id).unwrap_or(&Default::default())),
                 "attributes": attributes,
                 "executors": a.executors.keys().map(|(f, e)| json!({"framework_id": f, "executor_id": e})).collect::<Vec<_>>(),
             })

@@ -506,10 +506,16 @@ impl Master {
 
     // ----- offers -----------------------------------------------------------
 
-    /// What an agent has that is neither used nor offered.
-    pub fn available(&self, agent: &Agent) -> Resources {
+    /// What each agent has that is neither used nor offered, by agent id.
+    pub fn available_by_agent(&self) -> HashMap<String, Resources> {
         let mut used = self.used_by_agent();
-        self.available_with(agent, used.remove(agent.id.as_str()).unwrap_or_default())
+        self.agents
+            .values()
+            .map(|a| {
+                let u = used.remove(a.id.as_str()).unwrap_or_default();
+                (a.id.clone(), self.available_with(a, u))
+            })
+            .collect()
     }
 
     /// Resources held by live tasks and outstanding offers, per agent, in one pass.

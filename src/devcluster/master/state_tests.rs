@@ -98,6 +98,21 @@ fn updates(events: &[Event]) -> Vec<v1::TaskStatus> {
         .collect()
 }
 
+/// Subscribes `fw` on a new connection and returns its id, its event
+/// channel, the first offer of one allocation, and the allocation time.
+fn offered(
+    m: &mut Master,
+    stream: &str,
+    fw: v1::FrameworkInfo,
+) -> (String, UnboundedReceiver<Bytes>, v1::Offer, Instant) {
+    let (c, mut rx) = conn(stream);
+    let fid = m.subscribe(None, fw, c).unwrap();
+    let now = Instant::now();
+    m.allocate(now);
+    let o = offers(&drain(&mut rx)).remove(0);
+    (fid, rx, o, now)
+}
+
 fn task(id: &str, agent: &str, res: &str) -> v1::TaskInfo {
     v1::TaskInfo {
         name: id.into(),
@@ -154,11 +169,7 @@ fn subscribe_sends_subscribed_then_heartbeat_then_offers() {
 fn decline_filters_then_revive_clears() {
     let mut m = master();
     hollow(&mut m, "a", "cpus:4;mem:1024");
-    let (c, mut rx) = conn("s1");
-    let fid = m.subscribe(None, framework("f", &[]), c).unwrap();
-    let now = Instant::now();
-    m.allocate(now);
-    let o = offers(&drain(&mut rx)).remove(0);
+    let (fid, mut rx, o, now) = offered(&mut m, "s1", framework("f", &[]));
     m.decline(
         &fid,
         std::slice::from_ref(&o.id),
@@ -195,11 +206,7 @@ fn suppress_stops_offers() {
 fn accept_launches_and_leftovers_are_offered_later() {
     let mut m = master();
     let agent = hollow(&mut m, "a", "cpus:4;mem:1024");
-    let (c, mut rx) = conn("s1");
-    let fid = m.subscribe(None, framework("f", &[]), c).unwrap();
-    let now = Instant::now();
-    m.allocate(now);
-    let o = offers(&drain(&mut rx)).remove(0);
+    let (fid, mut rx, o, now) = offered(&mut m, "s1", framework("f", &[]));
     m.accept(
         &fid,
         launch(&o, vec![task("t1", &agent, "cpus:1;mem:128")]),
@@ -225,11 +232,7 @@ fn accept_launches_and_leftovers_are_offered_later() {
 fn invalid_tasks_get_task_error_and_bad_offers_task_lost() {
     let mut m = master();
     let agent = hollow(&mut m, "a", "cpus:1;mem:1024");
-    let (c, mut rx) = conn("s1");
-    let fid = m.subscribe(None, framework("f", &[]), c).unwrap();
-    let now = Instant::now();
-    m.allocate(now);
-    let o = offers(&drain(&mut rx)).remove(0);
+    let (fid, mut rx, o, now) = offered(&mut m, "s1", framework("f", &[]));
     let too_big = task("big", &agent, "cpus:2;mem:128");
     let mut both = task("both", &agent, "cpus:0.1;mem:32");
     both.executor = Some(v1::ExecutorInfo {
@@ -305,11 +308,7 @@ fn reconciliation_answers_like_mesos() {
 fn acknowledging_a_terminal_update_forgets_the_task() {
     let mut m = master();
     let agent = hollow(&mut m, "a", "cpus:4;mem:1024");
-    let (c, mut rx) = conn("s1");
-    let fid = m.subscribe(None, framework("f", &[]), c).unwrap();
-    let now = Instant::now();
-    m.allocate(now);
-    let o = offers(&drain(&mut rx)).remove(0);
+    let (fid, mut rx, o, now) = offered(&mut m, "s1", framework("f", &[]));
     m.accept(&fid, launch(&o, vec![task("t1", &agent, "cpus:1")]), now);
     m.kill(
         &fid,
@@ -347,11 +346,7 @@ fn acknowledging_a_terminal_update_forgets_the_task() {
 fn failover_keeps_the_framework_and_its_tasks() {
     let mut m = master();
     let agent = hollow(&mut m, "a", "cpus:4;mem:1024");
-    let (c1, mut rx1) = conn("s1");
-    let fid = m.subscribe(None, framework("f", &[]), c1).unwrap();
-    let now = Instant::now();
-    m.allocate(now);
-    let o = offers(&drain(&mut rx1)).remove(0);
+    let (fid, mut rx1, o, now) = offered(&mut m, "s1", framework("f", &[]));
     m.accept(&fid, launch(&o, vec![task("t1", &agent, "cpus:1")]), now);
     // A second SUBSCRIBE with the id: the old stream is told, the task stays.
     let (c2, mut rx2) = conn("s2");
@@ -449,11 +444,7 @@ fn multi_role_offers_carry_allocation_info_and_reserved_resources_go_to_their_ro
 fn a_new_executor_shared_by_tasks_of_one_launch_is_charged_once() {
     let mut m = master();
     let agent = hollow(&mut m, "a", "cpus:1;mem:1024");
-    let (c, mut rx) = conn("s1");
-    let fid = m.subscribe(None, framework("f", &[]), c).unwrap();
-    let now = Instant::now();
-    m.allocate(now);
-    let o = offers(&drain(&mut rx)).remove(0);
+    let (fid, mut rx, o, now) = offered(&mut m, "s1", framework("f", &[]));
     let exec = v1::ExecutorInfo {
         executor_id: v1::ExecutorId { value: "e".into() },
         command: Some(v1::CommandInfo {
