@@ -39,6 +39,14 @@ enum Role {
     DevMaster(km::devcluster::master::Args),
     /// Development stand-in for mesos-agent: runs executors and command tasks in cgroups.
     DevAgent(km::devcluster::agent::Args),
+    /// Kubernetes-compatible API server with an embedded store, for single machines and tests.
+    ///
+    /// Serves the core, apps, coordination and discovery APIs that km's roles,
+    /// kubectl and kube-rs use: watches, resourceVersion conflicts, selectors,
+    /// patches, graceful deletion, server-side printing, OpenAPI v3. HTTPS with
+    /// a generated CA and bearer tokens by default; `--write-kubeconfig PATH`
+    /// writes an admin kubeconfig.
+    Apiserver(km::apiserver::Args),
     /// Print the version and git commit.
     Version,
 }
@@ -52,6 +60,7 @@ fn main() -> ExitCode {
     km::logging::init(&cli.log);
     let result = match cli.role {
         Role::Fit(a) => km::fit::run(a),
+        Role::Apiserver(a) => serve(|stop| km::apiserver::run(a, stop)),
         Role::DevMaster(a) => serve(|stop| km::devcluster::master::run(a, stop)),
         Role::DevAgent(a) => serve(|stop| km::devcluster::agent::run(a, stop)),
         Role::Version => {
