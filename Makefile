@@ -34,10 +34,11 @@ lint:
 fmt:
 	$(CARGO) fmt
 
-## bench: placement benchmarks (figures on stdout)
+## bench: placement, dev-master and apiserver benchmarks (figures on stdout)
 bench:
 	$(CARGO) bench --bench matcher
 	$(CARGO) bench --bench devmaster
+	$(CARGO) bench --bench apiserver
 
 install: release
 	install -d $(DESTDIR)$(PREFIX)/bin

@@ -56,6 +56,7 @@ struct Watcher {
     bookmarks: bool,
     next_bookmark: Instant,
     done: bool,
+    columns_sent: bool,
     _gauge: WatchGauge,
 }
 
@@ -75,7 +76,7 @@ impl Drop for WatchGauge {
 }
 
 impl Watcher {
-    fn encode(&self, kind: EventType, object: &Object, shared: Option<&Event>) -> Bytes {
+    fn encode(&mut self, kind: EventType, object: &Object, shared: Option<&Event>) -> Bytes {
         match self.format {
             Format::Json => match shared {
                 Some(e) if e.kind == kind => e
@@ -86,7 +87,7 @@ impl Watcher {
             },
             Format::Table(include) => {
                 let v = object.value();
-                let t = table::table(
+                let mut t = table::table(
                     self.resource.group,
                     self.resource.plural,
                     &[&v],
@@ -94,6 +95,11 @@ impl Watcher {
                     json!({"resourceVersion": object.revision.to_string()}),
                     SystemTime::now(),
                 );
+                // As upstream: column definitions with the first event only.
+                if self.columns_sent {
+                    table::omit_column_definitions(&mut t);
+                }
+                self.columns_sent = true;
                 line(kind.as_str(), &serde_json::to_vec(&t).unwrap_or_default())
             }
         }
@@ -128,7 +134,7 @@ impl Watcher {
         if self.done {
             return None;
         }
-        for o in self.initial.by_ref() {
+        while let Some(o) = self.initial.next() {
             if self.selectors.matches(&o) {
                 return Some(self.encode(EventType::Added, &o, None));
             }
@@ -246,6 +252,7 @@ pub async fn serve(
         ),
         next_bookmark: now + api.bookmark_every,
         done: false,
+        columns_sent: false,
         _gauge: WatchGauge::new(r.plural),
     };
     let head = futures::stream::iter(first.map(Ok::<Bytes, std::io::Error>));

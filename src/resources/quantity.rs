@@ -137,6 +137,16 @@ impl Quantity {
         self.nanos == 0
     }
 
+    /// True when a whole number of units.
+    pub fn is_integer(&self) -> bool {
+        self.nanos % NANOS == 0
+    }
+
+    /// The sum, saturating at the bounds.
+    pub fn saturating_add(self, o: Quantity) -> Quantity {
+        Quantity::from_nanos(self.nanos.saturating_add(o.nanos))
+    }
+
     /// The sum, or `None` if it does not fit.
     pub fn checked_add(self, o: Quantity) -> Option<Quantity> {
         self.nanos.checked_add(o.nanos).map(Quantity::from_nanos)

@@ -350,3 +350,34 @@ async fn https_requires_a_token_and_metrics_count_requests() {
         "{metrics}"
     );
 }
+
+#[tokio::test]
+async fn sigterm_ends_open_watches_and_exits_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Server::start(dir.path());
+    let c = http();
+    let r = c
+        .get(format!("{}/api/v1/namespaces/default/pods?watch=1", s.http))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let reader = tokio::spawn(async move {
+        let mut body = r.bytes_stream();
+        while let Some(Ok(_)) = body.next().await {}
+    });
+    let started = std::time::Instant::now();
+    let status = tokio::task::spawn_blocking(move || s.terminate())
+        .await
+        .unwrap();
+    assert!(status.success(), "exit status {status:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "shutdown took {:?}",
+        started.elapsed()
+    );
+    tokio::time::timeout(Duration::from_secs(5), reader)
+        .await
+        .expect("the watch stream ended")
+        .unwrap();
+}

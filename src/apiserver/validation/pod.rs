@@ -797,7 +797,7 @@ fn key_to_paths(
 fn volume_source_details(v: &Volume, p: &Path, errs: &mut Vec<FieldError>) {
     if let Some(e) = &v.empty_dir
         && let Some(limit) = &e.size_limit
-        && quantity::parse(&limit.0).is_ok_and(Quantity::is_negative)
+        && quantity::parse(&limit.0).is_ok_and(|q| q.is_negative())
     {
         errs.push(FieldError::forbidden(
             &p.child("emptyDir").child("sizeLimit"),
