@@ -260,35 +260,38 @@ async fn watch(base: &str, watchers: usize, rate: usize, secs: u64) {
     let rss_before = rss_bytes();
     let mut tasks = Vec::new();
     let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel::<()>(watchers);
+    // One client (one connection per open watch, as reqwest opens a new
+    // one for each concurrent request), so per-watch memory is the server's
+    // and the connections', not a client object's per watcher.
+    let client = reqwest::Client::new();
     for _ in 0..watchers {
         let url = format!("{url}?watch=1&resourceVersion={rv}");
         let sent = sent.clone();
         let ready = ready_tx.clone();
+        let c = client.clone();
         tasks.push(tokio::spawn(async move {
-            let c = reqwest::Client::new();
             let r = c.get(&url).send().await.unwrap();
             ready.send(()).await.unwrap();
             let mut body = r.bytes_stream();
-            let mut buf = Vec::new();
+            let mut carry: Vec<u8> = Vec::new();
             let mut lat = Vec::with_capacity(events);
             while lat.len() < events {
                 let Some(Ok(chunk)) = body.next().await else {
                     break;
                 };
                 let now = Instant::now();
-                buf.extend_from_slice(&chunk);
-                while let Some(i) = buf.iter().position(|b| *b == b'\n') {
-                    let line: Vec<u8> = buf.drain(..=i).collect();
-                    // The pod's name is w-<index>; find it without parsing the event.
-                    let text = std::str::from_utf8(&line).unwrap_or("");
-                    if let Some(pos) = text.find("\"name\":\"w-") {
-                        let rest = &text[pos + 10..];
-                        let idx: usize = rest[..rest.find('"').unwrap_or(0)].parse().unwrap_or(0);
-                        if let Some(t) = sent[idx].get() {
-                            lat.push(now.saturating_duration_since(*t));
-                        }
+                carry.extend_from_slice(&chunk);
+                let mut start = 0;
+                while let Some(off) = carry[start..].iter().position(|b| *b == b'\n') {
+                    let line = &carry[start..start + off];
+                    start += off + 1;
+                    if let Some(idx) = event_index(line)
+                        && let Some(t) = sent.get(idx).and_then(|s| s.get())
+                    {
+                        lat.push(now.saturating_duration_since(*t));
                     }
                 }
+                carry.drain(..start);
             }
             lat
         }));
@@ -351,6 +354,19 @@ async fn watch(base: &str, watchers: usize, rate: usize, secs: u64) {
         watchers * events,
         "every watcher saw every event"
     );
+}
+
+/// The index in a watch line's pod name `w-<index>`, looked for near the
+/// start of the line (the name comes first in the object's metadata).
+fn event_index(line: &[u8]) -> Option<usize> {
+    const NEEDLE: &[u8] = b"\"name\":\"w-";
+    let head = &line[..line.len().min(200)];
+    let at = head.windows(NEEDLE.len()).position(|w| w == NEEDLE)? + NEEDLE.len();
+    let digits = line[at..].iter().take_while(|b| b.is_ascii_digit()).count();
+    std::str::from_utf8(&line[at..at + digits])
+        .ok()?
+        .parse()
+        .ok()
 }
 
 /// RSS growth of the store itself (no HTTP) per stored pod, beyond its JSON.

@@ -109,8 +109,12 @@ impl Resource {
                 Value::Number(n) => n.to_string(),
                 _ => String::new(),
             };
-            fields.push((field, text));
+            // An absent field reads as "", so empty values need no room.
+            if !text.is_empty() {
+                fields.push((field, text));
+            }
         }
+        fields.shrink_to_fit();
         ObjMeta { labels, fields }
     }
 }
@@ -416,7 +420,11 @@ mod tests {
         assert_eq!(m.labels["app"], "web");
         assert_eq!(m.field("spec.nodeName").as_deref(), Some("n1"));
         assert_eq!(m.field("spec.hostNetwork").as_deref(), Some("true"));
-        assert_eq!(m.field("spec.schedulerName").as_deref(), Some(""));
+        assert_eq!(
+            m.field("spec.schedulerName"),
+            None,
+            "empty fields are not kept"
+        );
         assert_eq!(m.field("status.phase").as_deref(), Some("Running"));
         assert!(pods.supports_field("metadata.namespace"));
         assert!(!pods.supports_field("spec.containers"));

@@ -25,6 +25,9 @@ use super::status::ApiError;
 use super::store::{Event, EventType, Object, Revision, StoreError, Watch};
 use super::table;
 
+/// Most bytes sent in one write of a watch stream.
+const BATCH_BYTES: usize = 256 * 1024;
+
 /// Upstream's default watch timeout lies between 30 and 60 minutes.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 
@@ -257,7 +260,19 @@ pub async fn serve(
     };
     let head = futures::stream::iter(first.map(Ok::<Bytes, std::io::Error>));
     let body = futures::stream::unfold(watcher, |mut w| async move {
-        let chunk = w.next_chunk().await?;
+        let first = w.next_chunk().await?;
+        // Whatever else is ready goes out in the same write: a watcher that
+        // fell behind catches up in few syscalls.
+        let mut batch: Option<BytesMut> = None;
+        while batch.as_ref().map_or(first.len(), BytesMut::len) < BATCH_BYTES {
+            match futures::FutureExt::now_or_never(w.next_chunk()) {
+                Some(Some(more)) => batch
+                    .get_or_insert_with(|| BytesMut::from(&first[..]))
+                    .put_slice(&more),
+                _ => break,
+            }
+        }
+        let chunk = batch.map_or(first, BytesMut::freeze);
         Some((Ok::<Bytes, std::io::Error>(chunk), w))
     });
     let stream = head.chain(body);

@@ -52,7 +52,7 @@ impl Default for Options {
     fn default() -> Self {
         Options {
             window: 10_000,
-            cache_bytes: 32 << 20,
+            cache_bytes: 8 << 20,
         }
     }
 }
