@@ -16,4 +16,5 @@ pub mod mesos;
 pub mod offers;
 pub mod podtask;
 pub mod resources;
+pub mod scheduler;
 pub mod version;

@@ -47,6 +47,12 @@ enum Role {
     /// a generated CA and bearer tokens by default; `--write-kubeconfig PATH`
     /// writes an admin kubeconfig.
     Apiserver(km::apiserver::Args),
+    /// The Mesos framework that schedules Kubernetes pods as Mesos tasks.
+    ///
+    /// Watches pods through the Kubernetes API, takes those whose
+    /// schedulerName is --scheduler-name, places them on Mesos offers with
+    /// the same matching as `km fit`, annotates each pod, then launches it.
+    Scheduler(Box<km::scheduler::Args>),
     /// Print the version and git commit.
     Version,
 }
@@ -61,6 +67,7 @@ fn main() -> ExitCode {
     let result = match cli.role {
         Role::Fit(a) => km::fit::run(a),
         Role::Apiserver(a) => serve(|stop| km::apiserver::run(a, stop)),
+        Role::Scheduler(a) => serve(|stop| km::scheduler::run(*a, stop)),
         Role::DevMaster(a) => serve(|stop| km::devcluster::master::run(a, stop)),
         Role::DevAgent(a) => serve(|stop| km::devcluster::agent::run(a, stop)),
         Role::Version => {

@@ -3,6 +3,7 @@
 
 mod agent;
 mod executor;
+mod km_scheduler;
 mod pymesos;
 mod scheduler;
 mod support;

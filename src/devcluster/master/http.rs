@@ -383,6 +383,10 @@ async fn subscribe(
         let mut m = app.lock();
         let fid = m.subscribe(call_fid.as_deref(), sub.framework_info, conn);
         if let Some(f) = &fid {
+            // A subscription states the whole suppressed set, failovers included.
+            if let Some(fw) = m.frameworks.get_mut(f) {
+                fw.suppressed.clear();
+            }
             let roles = sub.suppressed_roles;
             if !roles.is_empty() {
                 m.suppress(f, &roles);
