@@ -15,8 +15,8 @@
 
 use std::fs;
 use std::future::Future;
-use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
@@ -474,34 +474,10 @@ pub fn ensure_admin_token(dir: &Path) -> Result<String, AuthError> {
         .mode(0o700)
         .create(dir)
         .map_err(io_err(dir))?;
-    write_file_atomic(&path, format!("{token}\n").as_bytes(), 0o600).map_err(io_err(&path))?;
+    super::files::write_atomic(&path, format!("{token}\n").as_bytes(), 0o600)
+        .map_err(io_err(&path))?;
     tracing::info!(path = %path.display(), "generated admin token");
     Ok(token)
-}
-
-fn write_file_atomic(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
-    let dir = path.parent().unwrap_or_else(|| Path::new("."));
-    let name = path
-        .file_name()
-        .map(|name| name.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.{}.tmp", uuid::Uuid::new_v4().simple()));
-    let result = (|| {
-        let mut file = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(&tmp)?;
-        file.set_permissions(fs::Permissions::from_mode(mode))?;
-        file.write_all(data)?;
-        file.sync_all()?;
-        drop(file);
-        fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
 }
 
 /// The 401 kube-apiserver answers unauthenticated requests with.

@@ -10,6 +10,7 @@
 pub mod allocator;
 pub mod auth;
 pub mod discovery;
+pub mod files;
 pub mod kinds;
 pub mod kubeconfig;
 pub mod metrics;

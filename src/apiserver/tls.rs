@@ -5,9 +5,9 @@
 //! over TLS (HTTP/2 and HTTP/1.1) with graceful shutdown.
 
 use std::fs;
-use std::io::{self, Write};
+use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -709,34 +709,12 @@ fn create_private_dir(dir: &Path) -> Result<(), TlsError> {
         })
 }
 
-/// Writes `data` to `path` through a temporary file in the same directory and a rename, with `mode`.
+/// Writes `data` to `path` atomically with `mode`.
 fn write_file_atomic(path: &Path, data: &[u8], mode: u32) -> Result<(), TlsError> {
-    let io_err = |source| TlsError::Io {
+    super::files::write_atomic(path, data, mode).map_err(|source| TlsError::Io {
         path: path.to_path_buf(),
         source,
-    };
-    let dir = path.parent().unwrap_or_else(|| Path::new("."));
-    let name = path
-        .file_name()
-        .map(|name| name.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.{}.tmp", uuid::Uuid::new_v4().simple()));
-    let result = (|| {
-        let mut file = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(&tmp)?;
-        file.set_permissions(fs::Permissions::from_mode(mode))?;
-        file.write_all(data)?;
-        file.sync_all()?;
-        drop(file);
-        fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result.map_err(io_err)
+    })
 }
 
 #[cfg(test)]
@@ -745,6 +723,7 @@ mod tests {
     use axum::body::Body;
     use axum::routing::get;
     use hyper::body::{Bytes, Frame};
+    use std::os::unix::fs::PermissionsExt;
     use std::pin::Pin;
     use std::task::{Context, Poll};
 
