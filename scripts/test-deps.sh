@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs what km's integration tests use, when it is missing:
 # ZooKeeper (Debian) for zk:// master detection, pymesos (PyPI) as an
-# independent Mesos client. Idempotent; run by `make test`.
+# independent Mesos client, kubectl (the machines have v1.32; Debian's
+# kubernetes-client otherwise) as km apiserver's real client. Idempotent;
+# run by `make test`.
 set -euo pipefail
 
 if [ ! -e /usr/share/zookeeper/bin/zkServer.sh ]; then
@@ -29,3 +31,11 @@ if ! "$PY" -c 'import pymesos, http_parser.http' 2>/dev/null; then
     rm -rf "$tmp"
     "$PY" -c 'import pymesos, http_parser.http'
 fi
+
+if ! command -v kubectl >/dev/null; then
+    echo "installing kubectl (Debian's kubernetes-client)"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends kubernetes-client >/dev/null
+fi
+kubectl version --client >/dev/null
