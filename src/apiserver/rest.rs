@@ -343,7 +343,7 @@ impl Api {
                 } else {
                     UpdateKind::Main
                 };
-                let edit = patch_edit(r, &headers, &body)?;
+                let edit = patch_edit(&headers, &body)?;
                 self.update(t, name, &q, kind, edit).await
             }
             (&Method::DELETE, Some(name), None) => {
@@ -362,7 +362,7 @@ impl Api {
                 let edit = if method == Method::PUT {
                     Edit::Replace(decode_body(&headers, &body)?)
                 } else {
-                    patch_edit(r, &headers, &body)?
+                    patch_edit(&headers, &body)?
                 };
                 self.scale(t, name, &q, edit).await
             }
@@ -1112,7 +1112,7 @@ pub enum Edit {
     Strategic(Value),
 }
 
-fn patch_edit(r: &Resource, headers: &HeaderMap, body: &[u8]) -> Result<Edit, ApiError> {
+fn patch_edit(headers: &HeaderMap, body: &[u8]) -> Result<Edit, ApiError> {
     let ct = content_type(headers);
     let parse = |b: &[u8]| {
         serde_json::from_slice::<Value>(b)
@@ -1124,17 +1124,14 @@ fn patch_edit(r: &Resource, headers: &HeaderMap, body: &[u8]) -> Result<Edit, Ap
             .map_err(|e| ApiError::bad_request(format!("the JSON patch is not valid: {e}"))),
         "application/merge-patch+json" => Ok(Edit::Merge(parse(body)?)),
         "application/strategic-merge-patch+json" => Ok(Edit::Strategic(parse(body)?)),
-        other => {
-            let _ = r;
-            Err(ApiError::unsupported_media(
-                other,
-                &[
-                    "application/json-patch+json",
-                    "application/merge-patch+json",
-                    "application/strategic-merge-patch+json",
-                ],
-            ))
-        }
+        other => Err(ApiError::unsupported_media(
+            other,
+            &[
+                "application/json-patch+json",
+                "application/merge-patch+json",
+                "application/strategic-merge-patch+json",
+            ],
+        )),
     }
 }
 
