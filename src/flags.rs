@@ -62,6 +62,7 @@ pub struct MatchingFlags {
     /// CPUs of each km executor itself (static pods add theirs).
     #[arg(
         long,
+        visible_alias = "executor-cpus",
         env = "KM_MESOS_EXECUTOR_CPUS",
         default_value_t = 0.25,
         value_name = "CPUS"
@@ -70,6 +71,7 @@ pub struct MatchingFlags {
     /// Memory in MB of each km executor itself (static pods add theirs).
     #[arg(
         long,
+        visible_alias = "executor-mem",
         env = "KM_MESOS_EXECUTOR_MEM",
         default_value_t = 128.0,
         value_name = "MB"
@@ -78,7 +80,7 @@ pub struct MatchingFlags {
     /// The km binary agents run as executor: a path on the agents, or a URL they fetch [default: this binary].
     #[arg(long, env = "KM_KM_PATH", value_name = "PATH|URL")]
     pub km_path: Option<String>,
-    /// Directory of static pod manifests (YAML or JSON) every executor runs.
+    /// Directory of static pod manifests (YAML or JSON) every executor runs; each container needs cpu and memory limits.
     #[arg(long, env = "KM_STATIC_PODS_CONFIG", value_name = "DIR")]
     pub static_pods_config: Option<PathBuf>,
 }
@@ -229,6 +231,12 @@ fn load_static_pods(dir: &Path) -> Result<Vec<Pod>, FlagError> {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
+        if let Some(missing) = missing_limit(&pod) {
+            return Err(err(format!(
+                "{}: {missing} has no limit; static pods are charged to every executor, so give each container resources.limits.cpu and resources.limits.memory",
+                f.display()
+            )));
+        }
         pod.metadata
             .annotations
             .get_or_insert_with(Default::default)
@@ -239,4 +247,85 @@ fn load_static_pods(dir: &Path) -> Result<Vec<Pod>, FlagError> {
         pods.push(pod);
     }
     Ok(pods)
+}
+
+/// The first container field of a static pod that lacks a cpu or memory limit.
+fn missing_limit(pod: &Pod) -> Option<String> {
+    let spec = pod.spec.as_ref()?;
+    let named = |what: &str, i: usize| format!("{what}[{i}]");
+    let all = spec
+        .containers
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (named("spec.containers", i), c))
+        .chain(
+            spec.init_containers
+                .iter()
+                .flatten()
+                .enumerate()
+                .map(|(i, c)| (named("spec.initContainers", i), c)),
+        );
+    for (path, c) in all {
+        let limits = c.resources.as_ref().and_then(|r| r.limits.as_ref());
+        for key in ["cpu", "memory"] {
+            if !limits.is_some_and(|l| l.contains_key(key)) {
+                return Some(format!("{path}.resources.limits.{key}"));
+            }
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        flags: MatchingFlags,
+    }
+
+    fn flags(args: &[&str]) -> MatchingFlags {
+        let mut argv = vec!["km"];
+        argv.extend_from_slice(args);
+        Cli::parse_from(argv).flags
+    }
+
+    const LIMITED: &str = "apiVersion: v1\nkind: Pod\nmetadata: {name: logger}\nspec:\n  containers:\n  - name: c\n    image: busybox\n    resources: {limits: {cpu: 500m, memory: 100Mi}}\n";
+
+    #[test]
+    fn static_pods_add_their_limits_to_every_executor() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("logger.yaml"), LIMITED).unwrap();
+        let m = flags(&[
+            "--executor-cpus",
+            "0.5",
+            "--static-pods-config",
+            dir.path().to_str().unwrap(),
+        ])
+        .build()
+        .unwrap();
+        assert_eq!(m.executor.cpus(), 1.0);
+        assert_eq!(m.executor.mem_mb(), 228.0);
+    }
+
+    #[test]
+    fn a_static_pod_without_limits_is_refused_naming_its_file() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a-ok.yaml"), LIMITED).unwrap();
+        let bare = LIMITED.replace(", memory: 100Mi", "");
+        std::fs::write(dir.path().join("b-bare.yaml"), bare).unwrap();
+        let e = flags(&["--static-pods-config", dir.path().to_str().unwrap()])
+            .build()
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("--static-pods-config: "), "{e}");
+        assert!(e.contains("b-bare.yaml"), "{e}");
+        assert!(
+            e.contains("spec.containers[0].resources.limits.memory"),
+            "{e}"
+        );
+    }
 }

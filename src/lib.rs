@@ -8,6 +8,7 @@
 pub mod apiserver;
 pub mod devcluster;
 pub mod dispatch;
+pub mod election;
 pub mod fit;
 pub mod flags;
 pub mod logging;

@@ -2,9 +2,16 @@
 //!
 //! The executor id is `km-executor-<hash>`, the hash covering everything that
 //! makes two executors behave differently (command, arguments, environment,
-//! fetched URIs, static pods) and nothing else: not the resources, not the
-//! agent. Two schedulers with the same flags therefore build the same id, and
-//! a restarted scheduler recognises the executors it started before.
+//! fetched URIs, static pods, the km version) and nothing else: not the
+//! resources, not the agent. Two schedulers with the same flags therefore
+//! build the same id, and a restarted scheduler recognises the executors it
+//! started before.
+//!
+//! Upgrades: a new km version or changed executor flags give a new id.
+//! Mesos lets one framework run several executors on an agent as long as
+//! their ids differ, so new pods start a new executor beside the old one
+//! instead of being refused for an incompatible `ExecutorInfo` (k8sm #572).
+//! The scheduler shuts an outdated executor down once its last task ends.
 //!
 //! Mesos charges an executor's resources once, when its first task launches,
 //! and requires every later task on that agent to carry the *identical*
@@ -41,6 +48,8 @@ pub struct ExecutorConfig {
     pub mem_mb: f64,
     /// Static pods every executor runs.
     pub static_pods: Vec<Pod>,
+    /// The km version the executor runs (label `km-version`).
+    pub version: String,
 }
 
 impl Default for ExecutorConfig {
@@ -52,6 +61,7 @@ impl Default for ExecutorConfig {
             cpus: DEFAULT_EXECUTOR_CPUS,
             mem_mb: DEFAULT_EXECUTOR_MEM_MB,
             static_pods: Vec::new(),
+            version: env!("CARGO_PKG_VERSION").into(),
         }
     }
 }
@@ -127,6 +137,12 @@ impl ExecutorPrototype {
                 user: None,
             }),
             data,
+            labels: Some(v1::Labels {
+                labels: vec![v1::Label {
+                    key: "km-version".into(),
+                    value: Some(cfg.version.clone()),
+                }],
+            }),
             ..Default::default()
         };
         let digest = Sha256::digest(info.encode_to_vec());
@@ -206,6 +222,11 @@ mod tests {
         });
         assert_eq!(base.id(), cheaper.id());
         assert_eq!(cheaper.cpus(), 0.1);
+        let upgraded = proto(&ExecutorConfig {
+            version: "99.0.0".into(),
+            ..Default::default()
+        });
+        assert_ne!(base.id(), upgraded.id());
     }
 
     #[test]

@@ -66,7 +66,23 @@ pub struct Core {
     pub(super) on_subscribed: mpsc::UnboundedSender<String>,
     pub(super) status: watch::Sender<super::DebugState>,
     pub(super) relist: Option<HashSet<String>>,
+    pub(super) listings: mpsc::Receiver<ListingRequest>,
+    pub(super) failure_hint: String,
 }
+
+/// What a `/debug/` listing shows.
+#[derive(Debug, Clone, Copy)]
+pub enum Listing {
+    /// Pods waiting for an offer.
+    Queue,
+    /// Launched tasks.
+    Tasks,
+    /// Offers held.
+    Offers,
+}
+
+/// A listing asked for by the HTTP server, answered by the loop.
+pub type ListingRequest = (Listing, tokio::sync::oneshot::Sender<serde_json::Value>);
 
 /// Whether a pod names this scheduler.
 pub fn is_ours(pod: &Pod, name: &str) -> bool {
@@ -90,11 +106,24 @@ fn annotation<'a>(pod: &'a Pod, key: &str) -> Option<&'a str> {
         .filter(|s| !s.is_empty())
 }
 
+/// Whether an executor took the pod: it has a node and the node started
+/// it (a pod created with `spec.nodeName` has a node before any launch).
 fn bound(pod: &Pod) -> bool {
-    pod.spec
+    let has_node = pod
+        .spec
         .as_ref()
         .and_then(|s| s.node_name.as_deref())
-        .is_some_and(|n| !n.is_empty())
+        .is_some_and(|n| !n.is_empty());
+    let status = pod.status.as_ref();
+    let started = status.is_some_and(|s| {
+        s.start_time.is_some()
+            || s.phase.as_deref().is_some_and(|p| p != "Pending")
+            || s.conditions
+                .iter()
+                .flatten()
+                .any(|c| c.type_ == "PodScheduled" && c.status == "True")
+    });
+    has_node && started
 }
 
 fn terminal(pod: &Pod) -> bool {
@@ -124,6 +153,7 @@ struct Plan {
     launch: launch::Launch,
     executor: v1::ExecutorInfo,
     resource_version: Option<String>,
+    queued_since: Instant,
 }
 
 impl Core {
@@ -147,9 +177,13 @@ impl Core {
                     Some(Err(e)) => tracing::warn!(error = %e, "pod watch failed; retrying"),
                     None => anyhow::bail!("the pod watch ended"),
                 },
+                Some((what, reply)) = self.listings.recv() => {
+                    let _ = reply.send(self.listing(what, Instant::now()));
+                    continue;
+                }
                 ev = mesos.recv() => match ev {
                     Some(SchedulerEvent::Failed { message }) => {
-                        anyhow::bail!("the Mesos framework cannot go on: {message}")
+                        anyhow::bail!("the Mesos framework cannot go on: {message} ({})", self.failure_hint)
                     }
                     Some(ev) => self.on_mesos(ev).await,
                     None => anyhow::bail!("the Mesos scheduler driver stopped"),
@@ -157,6 +191,57 @@ impl Core {
                 _ = tokio::time::sleep_until(wake.into()) => {}
             }
             self.tick().await;
+        }
+    }
+
+    /// A `/debug/` listing as JSON.
+    fn listing(&self, what: Listing, now: Instant) -> serde_json::Value {
+        let ago = |t: Instant| format!("{:.3}s", now.saturating_duration_since(t).as_secs_f64());
+        match what {
+            Listing::Queue => {
+                let mut rows: Vec<_> = self.queue.iter().collect();
+                rows.sort_by_key(|(_, w)| w.since);
+                json!(rows
+                    .into_iter()
+                    .map(|(uid, w)| json!({
+                        "pod": w.task.key.to_string(),
+                        "uid": uid,
+                        "waiting": ago(w.since),
+                        "attempts": w.attempts,
+                        "next_attempt_in": format!("{:.3}s", w.not_before.saturating_duration_since(now).as_secs_f64()),
+                        "last_reason": w.last_reason,
+                        "cpus": w.task.limits.cpus,
+                        "mem_mb": w.task.limits.mem_mb,
+                    }))
+                    .collect::<Vec<_>>())
+            }
+            Listing::Tasks => {
+                let mut rows: Vec<_> = self.tasks.iter().collect();
+                rows.sort_by(|a, b| a.key.to_string().cmp(&b.key.to_string()));
+                json!(rows
+                    .into_iter()
+                    .map(|t| json!({
+                        "pod": t.key.to_string(),
+                        "uid": t.uid,
+                        "task_id": t.task_id.as_str(),
+                        "agent_id": t.agent_id,
+                        "hostname": t.hostname,
+                        "executor_id": t.executor_id,
+                        "phase": format!("{:?}", t.phase),
+                        "killing": t.killing,
+                    }))
+                    .collect::<Vec<_>>())
+            }
+            Listing::Offers => json!(self
+                .offers
+                .live()
+                .map(|o| json!({
+                    "id": o.id.value,
+                    "agent_id": o.agent_id.value,
+                    "hostname": o.hostname,
+                    "resources": o.resources.iter().map(crate::resources::describe).collect::<Vec<_>>(),
+                }))
+                .collect::<Vec<_>>()),
         }
     }
 
@@ -284,6 +369,10 @@ impl Core {
                     hostname: annotation(&pod, ann::BINDING_HOST)
                         .unwrap_or_default()
                         .to_string(),
+                    executor_id: annotation(&pod, ann::EXECUTOR_ID)
+                        .unwrap_or_default()
+                        .to_string(),
+                    launched_at: None,
                     phase: Phase::Launched,
                     killing: false,
                 };
@@ -506,11 +595,16 @@ impl Core {
         match (state, known) {
             (S::TaskStaging | S::TaskStarting | S::TaskRunning, Some(_)) => {
                 if let Some(t) = self.tasks.by_task_mut(&id) {
-                    t.phase = if state == S::TaskRunning {
-                        Phase::Running
+                    if state == S::TaskRunning {
+                        if let Some(at) = t.launched_at.take() {
+                            self.metrics
+                                .bind_latency
+                                .observe(at.elapsed().as_secs_f64());
+                        }
+                        t.phase = Phase::Running;
                     } else {
-                        Phase::Starting
-                    };
+                        t.phase = Phase::Starting;
+                    }
                 }
             }
             (S::TaskStaging | S::TaskStarting | S::TaskRunning | S::TaskUnreachable, None) => {
@@ -527,17 +621,50 @@ impl Core {
                 tracing::warn!(task = id, "agent unreachable; the task may come back");
             }
             (_, None) => {}
-            (S::TaskFinished, Some(_)) => {
+            (S::TaskFinished, Some(t)) => {
                 self.tasks.remove_task(&id);
+                self.retire_executor(&t).await;
             }
             (_, Some(t)) => {
                 self.tasks.remove_task(&id);
+                self.retire_executor(&t).await;
                 self.task_gone(t, &status, state).await;
             }
         }
         if let Err(e) = self.driver.acknowledge(&status).await {
             tracing::warn!(task = id, error = %e, "cannot acknowledge the update; the agent will resend it");
         }
+    }
+
+    /// Shuts down an outdated executor (another km version or other
+    /// executor flags) once the last of its tasks has ended. New pods go to
+    /// executors of the current configuration.
+    async fn retire_executor(&mut self, t: &Tracked) {
+        let current = self.matching.executor.id().as_str();
+        if t.executor_id.is_empty()
+            || t.executor_id == current
+            || self.tasks.executor_in_use(&t.agent_id, &t.executor_id)
+        {
+            return;
+        }
+        tracing::info!(
+            agent = t.agent_id,
+            executor = t.executor_id,
+            current,
+            "the last task of an outdated executor ended: shutting it down"
+        );
+        self.metrics.executors_shut_down.inc();
+        let _ = self
+            .driver
+            .shutdown(
+                v1::ExecutorId {
+                    value: t.executor_id.clone(),
+                },
+                v1::AgentId {
+                    value: t.agent_id.clone(),
+                },
+            )
+            .await;
     }
 
     /// A task ended without finishing: requeue an unbound pod, fail a bound one.
@@ -661,6 +788,7 @@ impl Core {
                         launch: l,
                         executor: a.executor,
                         resource_version: w.task.pod.metadata.resource_version.clone(),
+                        queued_since: w.since,
                     });
                 }
                 Outcome::Unplaced(u) => unplaced.push((uid.clone(), u.summary)),
@@ -713,9 +841,14 @@ impl Core {
                         task_id: TaskId::from_existing(p.launch.task.task_id.value.clone()),
                         agent_id: agent_id.clone(),
                         hostname: hostname.clone(),
+                        executor_id: p.executor.executor_id.value.clone(),
+                        launched_at: Some(now),
                         phase: Phase::Launched,
                         killing: false,
                     });
+                    self.metrics
+                        .queue_wait
+                        .observe(now.duration_since(p.queued_since).as_secs_f64());
                     self.known_executors
                         .entry(agent_id.clone())
                         .or_insert(p.executor.clone());

@@ -1,6 +1,8 @@
-//! Where the framework ID survives restarts: a ConfigMap in the scheduler's
-//! namespace, so a restarted or standby scheduler fails over to the same
-//! framework and its tasks keep running.
+//! Where the framework ID survives restarts, so a restarted or standby
+//! scheduler fails over to the same framework and its tasks keep running:
+//! a ConfigMap in the scheduler's namespace, or, when the masters are found
+//! through ZooKeeper, a znode `<mesos path>/k8sm/<framework name>` in the
+//! same ensemble (`--framework-store-uri` picks another place).
 
 use std::collections::BTreeMap;
 
@@ -9,6 +11,172 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Api;
 use kube::api::{Patch, PatchParams, PostParams};
 use serde_json::json;
+use zookeeper_client as zk;
+
+/// Where the ID is kept.
+pub enum Store {
+    /// ConfigMap `name` (key [`KEY`]).
+    ConfigMap {
+        /// ConfigMaps of `namespace`.
+        api: Api<ConfigMap>,
+        /// The scheduler's namespace.
+        namespace: String,
+        /// See [`object_name`].
+        name: String,
+    },
+    /// A znode holding the ID as its data.
+    ZooKeeper {
+        /// The ensemble, `h1:p1,h2:p2`.
+        servers: String,
+        /// The znode.
+        path: String,
+    },
+}
+
+/// A failed read or write of the stored ID.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The Kubernetes API refused or failed.
+    #[error("ConfigMap {name}: {source}")]
+    Kube {
+        /// The ConfigMap.
+        name: String,
+        /// Why.
+        #[source]
+        source: kube::Error,
+    },
+    /// ZooKeeper refused or failed.
+    #[error("ZooKeeper {servers} znode {path}: {source}")]
+    ZooKeeper {
+        /// The ensemble.
+        servers: String,
+        /// The znode.
+        path: String,
+        /// Why.
+        #[source]
+        source: zk::Error,
+    },
+}
+
+impl std::fmt::Display for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Store::ConfigMap {
+                namespace, name, ..
+            } => write!(f, "ConfigMap {namespace}/{name}"),
+            Store::ZooKeeper { servers, path } => write!(f, "znode zk://{servers}{path}"),
+        }
+    }
+}
+
+impl Store {
+    /// Reads the stored ID.
+    pub async fn load(&self) -> Result<Option<String>, StoreError> {
+        match self {
+            Store::ConfigMap { api, name, .. } => {
+                load(api, name).await.map_err(|source| StoreError::Kube {
+                    name: name.clone(),
+                    source,
+                })
+            }
+            Store::ZooKeeper { servers, path } => {
+                let c = zk_session(servers, path).await?;
+                match c.get_data(path).await {
+                    Ok((data, _)) => Ok(Some(String::from_utf8_lossy(&data).trim().to_string())
+                        .filter(|s| !s.is_empty())),
+                    Err(zk::Error::NoNode) => Ok(None),
+                    Err(source) => Err(StoreError::ZooKeeper {
+                        servers: servers.clone(),
+                        path: path.clone(),
+                        source,
+                    }),
+                }
+            }
+        }
+    }
+
+    /// Stores the ID.
+    pub async fn save(&self, id: &str) -> Result<(), StoreError> {
+        match self {
+            Store::ConfigMap { api, name, .. } => {
+                save(api, name, id)
+                    .await
+                    .map_err(|source| StoreError::Kube {
+                        name: name.clone(),
+                        source,
+                    })
+            }
+            Store::ZooKeeper { servers, path } => {
+                let c = zk_session(servers, path).await?;
+                let err = |source| StoreError::ZooKeeper {
+                    servers: servers.clone(),
+                    path: path.clone(),
+                    source,
+                };
+                let options = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
+                if let Some((parent, _)) = path.rsplit_once('/')
+                    && !parent.is_empty()
+                {
+                    c.mkdir(parent, &options).await.map_err(err)?;
+                }
+                match c.create(path, id.as_bytes(), &options).await {
+                    Ok(_) => Ok(()),
+                    Err(zk::Error::NodeExists) => c
+                        .set_data(path, id.as_bytes(), None)
+                        .await
+                        .map(|_| ())
+                        .map_err(err),
+                    Err(e) => Err(err(e)),
+                }
+            }
+        }
+    }
+
+    /// Forgets the stored ID (`--failover-timeout 0`).
+    pub async fn remove(&self) -> Result<(), StoreError> {
+        match self {
+            Store::ConfigMap { api, name, .. } => {
+                remove(api, name).await.map_err(|source| StoreError::Kube {
+                    name: name.clone(),
+                    source,
+                })
+            }
+            Store::ZooKeeper { servers, path } => {
+                let c = zk_session(servers, path).await?;
+                match c.delete(path, None).await {
+                    Ok(()) | Err(zk::Error::NoNode) => Ok(()),
+                    Err(source) => Err(StoreError::ZooKeeper {
+                        servers: servers.clone(),
+                        path: path.clone(),
+                        source,
+                    }),
+                }
+            }
+        }
+    }
+}
+
+async fn zk_session(servers: &str, path: &str) -> Result<zk::Client, StoreError> {
+    {
+        let connect = zk::Client::connector()
+            .with_session_timeout(std::time::Duration::from_secs(10))
+            .with_fail_eagerly()
+            .connect(servers);
+        match tokio::time::timeout(std::time::Duration::from_secs(20), connect).await {
+            Ok(Ok(c)) => Ok(c),
+            Ok(Err(source)) => Err(StoreError::ZooKeeper {
+                servers: servers.to_string(),
+                path: path.to_string(),
+                source,
+            }),
+            Err(_) => Err(StoreError::ZooKeeper {
+                servers: servers.to_string(),
+                path: path.to_string(),
+                source: zk::Error::Timeout,
+            }),
+        }
+    }
+}
 
 /// The ConfigMap key holding the ID.
 pub const KEY: &str = "framework-id";

@@ -4,6 +4,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -29,7 +30,18 @@ pub struct Metrics {
     pub offers_used: Counter,
     /// Reconciliation requests sent.
     pub reconciliations: Counter,
+    /// Outdated executors shut down after their last task.
+    pub executors_shut_down: Counter,
+    /// Seconds from a pod entering the queue to its launch.
+    pub queue_wait: Histogram,
+    /// Seconds from a launch to the task's first TASK_RUNNING.
+    pub bind_latency: Histogram,
     statuses: Family<StatusLabels, Counter>,
+}
+
+fn seconds() -> Histogram {
+    // 1 ms .. ~65 s.
+    Histogram::new(exponential_buckets(0.001, 2.0, 17))
 }
 
 impl Default for Metrics {
@@ -43,6 +55,9 @@ impl Default for Metrics {
             offers_declined: Counter::default(),
             offers_used: Counter::default(),
             reconciliations: Counter::default(),
+            executors_shut_down: Counter::default(),
+            queue_wait: seconds(),
+            bind_latency: seconds(),
             statuses: Family::default(),
             registry: Registry::default(),
         };
@@ -72,6 +87,21 @@ impl Default for Metrics {
             "reconciliations",
             "Reconciliation requests sent",
             m.reconciliations.clone(),
+        );
+        registry.register(
+            "executors_shut_down",
+            "Outdated executors shut down after their last task",
+            m.executors_shut_down.clone(),
+        );
+        registry.register(
+            "queue_wait_seconds",
+            "Time from a pod entering the queue to its launch",
+            m.queue_wait.clone(),
+        );
+        registry.register(
+            "bind_latency_seconds",
+            "Time from a launch to the task's first TASK_RUNNING",
+            m.bind_latency.clone(),
         );
         registry.register(
             "status_updates",

@@ -31,6 +31,10 @@ pub struct Tracked {
     pub agent_id: String,
     /// The agent's hostname.
     pub hostname: String,
+    /// The executor it runs in.
+    pub executor_id: String,
+    /// When it was launched by this process (None: recovered from annotations).
+    pub launched_at: Option<std::time::Instant>,
     /// Its phase.
     pub phase: Phase,
     /// A KILL was sent (the pod is being deleted).
@@ -82,6 +86,13 @@ impl Tasks {
         self.by_uid.remove(&uid)
     }
 
+    /// Whether any task still runs in `executor_id` on `agent_id`.
+    pub fn executor_in_use(&self, agent_id: &str, executor_id: &str) -> bool {
+        self.by_uid
+            .values()
+            .any(|t| t.agent_id == agent_id && t.executor_id == executor_id)
+    }
+
     /// Every task.
     pub fn iter(&self) -> impl Iterator<Item = &Tracked> {
         self.by_uid.values()
@@ -112,6 +123,8 @@ mod tests {
             task_id: TaskId::from_existing(task),
             agent_id: "a1".into(),
             hostname: "h1".into(),
+            executor_id: "e1".into(),
+            launched_at: None,
             phase: Phase::Launched,
             killing: false,
         }
