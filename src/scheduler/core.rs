@@ -217,7 +217,7 @@ impl Core {
             }
             Listing::Tasks => {
                 let mut rows: Vec<_> = self.tasks.iter().collect();
-                rows.sort_by(|a, b| a.key.to_string().cmp(&b.key.to_string()));
+                rows.sort_by_key(|t| t.key.to_string());
                 json!(rows
                     .into_iter()
                     .map(|t| json!({

@@ -18,7 +18,7 @@ pub enum Store {
     /// ConfigMap `name` (key [`KEY`]).
     ConfigMap {
         /// ConfigMaps of `namespace`.
-        api: Api<ConfigMap>,
+        api: Box<Api<ConfigMap>>,
         /// The scheduler's namespace.
         namespace: String,
         /// See [`object_name`].

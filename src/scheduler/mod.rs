@@ -153,7 +153,7 @@ fn framework_store(
 ) -> anyhow::Result<framework_id::Store> {
     let slug = framework_id::object_name(&args.framework_name);
     let configmap = || framework_id::Store::ConfigMap {
-        api: Api::namespaced(client.clone(), &args.namespace),
+        api: Box::new(Api::namespaced(client.clone(), &args.namespace)),
         namespace: args.namespace.clone(),
         name: slug.clone(),
     };
