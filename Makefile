@@ -34,11 +34,12 @@ lint:
 fmt:
 	$(CARGO) fmt
 
-## bench: placement, dev-master and apiserver benchmarks (figures on stdout)
+## bench: placement, dev-master, apiserver and scheduler benchmarks (figures on stdout)
 bench:
 	$(CARGO) bench --bench matcher
 	$(CARGO) bench --bench devmaster
 	$(CARGO) bench --bench apiserver
+	$(CARGO) bench --bench scheduler
 
 install: release
 	install -d $(DESTDIR)$(PREFIX)/bin

@@ -40,7 +40,7 @@ pub struct Launch {
 
 /// Builds the task and the annotated pod.
 pub fn build(pt: &PodTask, p: Placement<'_>) -> Launch {
-    let mut pod = pt.pod.clone();
+    let mut pod = pt.pod();
     if let Some(spec) = pod.spec.as_mut() {
         for hp in &p.host_ports {
             if let Some(port) = spec

@@ -70,6 +70,14 @@ pub enum PodTaskError {
         #[source]
         source: HostPortError,
     },
+    /// The pod cannot be encoded again (it was decoded, so this is a bug).
+    #[error("pod {pod}: cannot encode it: {message}")]
+    Encode {
+        /// The pod.
+        pod: PodKey,
+        /// What went wrong.
+        message: String,
+    },
     /// The portMapping label has a value km does not know.
     #[error("pod {pod}: label {label}={value:?} is not a port mapping; use fixed or wildcard", label = annotations::PORT_MAPPING)]
     PortMapping {
@@ -87,8 +95,12 @@ pub struct PodTask {
     pub key: PodKey,
     /// The pod's uid, if the API server gave it one.
     pub uid: Option<String>,
-    /// The pod with default and minimum limits written into its containers.
-    pub pod: Pod,
+    /// The pod's resourceVersion when it was read.
+    pub resource_version: Option<String>,
+    /// The pod with default and minimum limits written into its containers,
+    /// kept as compact JSON: a scheduler holds a great many waiting pods, and
+    /// the decoded form is several times larger. See [`PodTask::pod`].
+    pod_json: Box<str>,
     /// What the pod asks Mesos for.
     pub limits: PodLimits,
     /// Mesos roles it may use, in preference order.
@@ -104,6 +116,12 @@ pub struct PodTask {
 }
 
 impl PodTask {
+    /// The pod with default and minimum limits written into its containers.
+    pub fn pod(&self) -> Pod {
+        // Written by `from_pod` from a `Pod`, so it always decodes.
+        serde_json::from_str(&self.pod_json).unwrap_or_default()
+    }
+
     /// Reads `pod` under `cfg`.
     pub fn from_pod(mut pod: Pod, cfg: &PodTaskConfig) -> Result<Self, PodTaskError> {
         if pod.metadata.name.as_deref().unwrap_or("").is_empty() {
@@ -145,10 +163,17 @@ impl PodTask {
                 pod: key.clone(),
                 source,
             })?;
+        let pod_json = serde_json::to_string(&pod)
+            .map_err(|e| PodTaskError::Encode {
+                pod: key.clone(),
+                message: e.to_string(),
+            })?
+            .into_boxed_str();
         Ok(PodTask {
             key,
             uid: pod.metadata.uid.clone(),
-            pod,
+            resource_version: pod.metadata.resource_version.clone(),
+            pod_json,
             limits,
             roles,
             port_mapping,

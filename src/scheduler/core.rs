@@ -55,7 +55,7 @@ pub struct Core {
     pub(super) tasks: Tasks,
     pub(super) offers: OfferRegistry,
     pub(super) known_executors: HashMap<String, v1::ExecutorInfo>,
-    pub(super) pods: HashMap<String, Arc<Pod>>,
+    pub(super) pods: HashMap<String, Seen>,
     pub(super) events: Recorder,
     pub(super) metrics: Arc<Metrics>,
     pub(super) roles: Vec<String>,
@@ -68,6 +68,16 @@ pub struct Core {
     pub(super) relist: Option<HashSet<String>>,
     pub(super) listings: mpsc::Receiver<ListingRequest>,
     pub(super) failure_hint: String,
+}
+
+/// What the loop keeps of each pod of ours: little, since a scheduler may
+/// know a great many pods (the queue keeps what placing needs).
+#[derive(Debug, Clone)]
+pub struct Seen {
+    /// `namespace/name`.
+    pub key: PodKey,
+    /// Being deleted (deletionTimestamp set).
+    pub deleting: bool,
 }
 
 /// What a `/debug/` listing shows.
@@ -324,14 +334,16 @@ impl Core {
                         .cloned()
                         .collect();
                     for uid in gone {
-                        if let Some(p) = self.pods.get(&uid).cloned() {
-                            self.on_deleted(&p).await;
-                        }
+                        self.on_deleted(&uid, true).await;
                     }
                 }
             }
             watcher::Event::Apply(pod) => self.on_pod(pod).await,
-            watcher::Event::Delete(pod) => self.on_deleted(&pod).await,
+            watcher::Event::Delete(pod) => {
+                if let Some(uid) = pod.metadata.uid.as_deref() {
+                    self.on_deleted(uid, true).await;
+                }
+            }
         }
     }
 
@@ -342,10 +354,16 @@ impl Core {
         let Some(uid) = pod.metadata.uid.clone() else {
             return;
         };
-        let pod = Arc::new(pod);
-        self.pods.insert(uid.clone(), pod.clone());
-        if pod.metadata.deletion_timestamp.is_some() {
-            self.on_deleted(&pod).await;
+        let deleting = pod.metadata.deletion_timestamp.is_some();
+        self.pods.insert(
+            uid.clone(),
+            Seen {
+                key: PodKey::of(&pod),
+                deleting,
+            },
+        );
+        if deleting {
+            self.on_deleted(&uid, false).await;
             return;
         }
         if terminal(&pod) {
@@ -397,7 +415,8 @@ impl Core {
             // the annotation not seen yet.
             return;
         }
-        match PodTask::from_pod((*pod).clone(), &self.matching.podtask) {
+        let key = PodKey::of(&pod);
+        match PodTask::from_pod(pod, &self.matching.podtask) {
             Ok(task) => {
                 let fresh = !self.queue.contains(&uid);
                 self.queue.upsert(&uid, task, Instant::now());
@@ -408,8 +427,11 @@ impl Core {
             }
             Err(e) => {
                 self.queue.remove(&uid);
-                self.events
-                    .failed_scheduling(&pod, &format!("the pod cannot become a Mesos task: {e}"));
+                self.events.failed_scheduling(
+                    &key,
+                    &uid,
+                    &format!("the pod cannot become a Mesos task: {e}"),
+                );
             }
         }
     }
@@ -430,16 +452,15 @@ impl Core {
         }
     }
 
-    async fn on_deleted(&mut self, pod: &Pod) {
-        let Some(uid) = pod.metadata.uid.as_deref() else {
-            return;
-        };
+    /// A pod is being deleted (`gone`: it no longer exists).
+    async fn on_deleted(&mut self, uid: &str, gone: bool) {
         self.queue.remove(uid);
-        let gone = pod.metadata.deletion_timestamp.is_none();
-        if gone {
-            self.pods.remove(uid);
+        let key = if gone {
             self.events.forget(uid);
-        }
+            self.pods.remove(uid).map(|s| s.key)
+        } else {
+            self.pods.get(uid).map(|s| s.key.clone())
+        };
         let kill = match self.tasks.for_pod_mut(uid) {
             Some(t) if !t.killing => {
                 t.killing = true;
@@ -448,7 +469,7 @@ impl Core {
             _ => None,
         };
         if let Some((task_id, agent_id)) = kill {
-            tracing::info!(pod = %PodKey::of(pod), task = %task_id, "pod deleted: killing its task");
+            tracing::info!(pod = ?key, task = %task_id, "pod deleted: killing its task");
             let _ = self
                 .driver
                 .kill(
@@ -669,10 +690,7 @@ impl Core {
 
     /// A task ended without finishing: requeue an unbound pod, fail a bound one.
     async fn task_gone(&mut self, t: Tracked, status: &v1::TaskStatus, state: v1::TaskState) {
-        let Some(pod) = self.pods.get(&t.uid).cloned() else {
-            return;
-        };
-        if t.killing || pod.metadata.deletion_timestamp.is_some() {
+        if t.killing || self.pods.get(&t.uid).is_none_or(|s| s.deleting) {
             return;
         }
         let why = format!(
@@ -687,6 +705,15 @@ impl Core {
         );
         let name = t.key.name.clone();
         let api: Api<Pod> = Api::namespaced(self.pods_api.clone().into_client(), &t.key.namespace);
+        // Rare: read the pod as it is now rather than keeping every pod.
+        let pod = match api.get_opt(&name).await {
+            Ok(Some(p)) if p.metadata.uid.as_deref() == Some(t.uid.as_str()) => p,
+            Ok(_) => return,
+            Err(e) => {
+                tracing::warn!(pod = %t.key, error = %e, "cannot read the pod whose task is gone; reconciliation will tell again");
+                return;
+            }
+        };
         if bound(&pod) {
             tracing::warn!(pod = %t.key, task = %t.task_id, why, "the task of a bound pod is gone: marking the pod Failed");
             let patch = json!({"status": {"phase": "Failed", "reason": "TaskLost", "message": format!("Mesos task {} is gone: {why}", t.task_id)}});
@@ -787,7 +814,7 @@ impl Core {
                         slot: a.slot,
                         launch: l,
                         executor: a.executor,
-                        resource_version: w.task.pod.metadata.resource_version.clone(),
+                        resource_version: w.task.resource_version.clone(),
                         queued_since: w.since,
                     });
                 }
@@ -796,9 +823,12 @@ impl Core {
         }
         for (uid, summary) in unplaced {
             self.queue.failed(&uid, summary.clone(), now);
-            if let Some(pod) = self.pods.get(&uid).cloned() {
-                self.events
-                    .failed_scheduling(&pod, &format!("no Mesos offer fits the pod: {summary}"));
+            if let Some(key) = self.pods.get(&uid).map(|s| s.key.clone()) {
+                self.events.failed_scheduling(
+                    &key,
+                    &uid,
+                    &format!("no Mesos offer fits the pod: {summary}"),
+                );
             }
         }
         if plans.is_empty() {
@@ -834,7 +864,7 @@ impl Core {
                     let (agent_id, hostname, _) = &slots[p.slot];
                     let key = PodKey::of(&pod);
                     self.queue.remove(&p.uid);
-                    self.pods.insert(p.uid.clone(), Arc::new(pod.clone()));
+
                     self.tasks.insert(Tracked {
                         uid: p.uid.clone(),
                         key,
@@ -853,7 +883,8 @@ impl Core {
                         .entry(agent_id.clone())
                         .or_insert(p.executor.clone());
                     self.events.scheduled(
-                        &pod,
+                        &PodKey::of(&pod),
+                        &p.uid,
                         &format!(
                             "Launched on agent {hostname} as Mesos task {}",
                             p.launch.task.task_id.value

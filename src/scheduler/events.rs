@@ -5,11 +5,13 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::{Event, ObjectReference, Pod};
+use k8s_openapi::api::core::v1::{Event, ObjectReference};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, Time};
 use kube::Api;
 use kube::api::{Patch, PatchParams, PostParams};
 use serde_json::json;
+
+use crate::podtask::PodKey;
 
 /// Who reports the events.
 pub const COMPONENT: &str = "k8sm-scheduler";
@@ -61,13 +63,13 @@ impl Recorder {
     }
 
     /// `FailedScheduling` (Warning) with the matcher's reasons.
-    pub fn failed_scheduling(&mut self, pod: &Pod, message: &str) {
-        self.record(pod, "FailedScheduling", "Warning", message);
+    pub fn failed_scheduling(&mut self, pod: &PodKey, uid: &str, message: &str) {
+        self.record(pod, uid, "FailedScheduling", "Warning", message);
     }
 
     /// `Scheduled` (Normal): where the pod went.
-    pub fn scheduled(&mut self, pod: &Pod, message: &str) {
-        self.record(pod, "Scheduled", "Normal", message);
+    pub fn scheduled(&mut self, pod: &PodKey, uid: &str, message: &str) {
+        self.record(pod, uid, "Scheduled", "Normal", message);
     }
 
     /// Forgets a pod's events (it was deleted).
@@ -75,9 +77,9 @@ impl Recorder {
         self.recorded.retain(|(u, _), _| u != uid);
     }
 
-    fn record(&mut self, pod: &Pod, reason: &'static str, kind: &str, message: &str) {
+    fn record(&mut self, pod: &PodKey, uid: &str, reason: &'static str, kind: &str, message: &str) {
         let now = Instant::now();
-        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        let uid = uid.to_string();
         let key = (uid.clone(), reason);
         if let Some(r) = self.recorded.get(&key)
             && now.duration_since(r.last_write) < self.per_pod
@@ -107,12 +109,8 @@ impl Recorder {
                 });
             }
             None => {
-                let namespace = pod
-                    .metadata
-                    .namespace
-                    .clone()
-                    .unwrap_or_else(|| "default".into());
-                let pod_name = pod.metadata.name.clone().unwrap_or_default();
+                let namespace = pod.namespace.clone();
+                let pod_name = pod.name.clone();
                 let name = format!(
                     "{pod_name}.{}.{}",
                     &uid.chars().take(8).collect::<String>(),
@@ -130,7 +128,6 @@ impl Recorder {
                         name: Some(pod_name),
                         namespace: Some(namespace.clone()),
                         uid: Some(uid.clone()),
-                        resource_version: pod.metadata.resource_version.clone(),
                         ..Default::default()
                     },
                     reason: Some(reason.into()),

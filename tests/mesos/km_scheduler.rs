@@ -27,15 +27,17 @@ struct ApiCli {
     args: km::apiserver::Args,
 }
 
-struct Cluster {
-    _dir: tempfile::TempDir,
-    kubeconfig: std::path::PathBuf,
-    client: kube::Client,
-    master: master::Running,
-    stop: CancellationToken,
+pub(crate) struct Cluster {
+    pub dir: tempfile::TempDir,
+    pub kubeconfig: std::path::PathBuf,
+    pub client: kube::Client,
+    pub master: master::Running,
+    pub master_stop: CancellationToken,
+    pub hollow: String,
+    pub stop: CancellationToken,
 }
 
-async fn cluster(hollow: &str) -> Cluster {
+pub(crate) async fn cluster(hollow: &str) -> Cluster {
     let dir = tempfile::tempdir().unwrap();
     let stop = CancellationToken::new();
     let data = dir.path().join("api");
@@ -54,12 +56,27 @@ async fn cluster(hollow: &str) -> Cluster {
     let kubeconfig = dir.path().join("kubeconfig");
     km::apiserver::kubeconfig::write_kubeconfig(&kubeconfig, &url, None, None).unwrap();
     let client = kube::Client::try_from(kube::Config::new(url.parse().unwrap())).unwrap();
-    let master = master::start(
+    let master_stop = stop.child_token();
+    let master = start_master(hollow, 0, master_stop.clone()).await;
+    Cluster {
+        dir,
+        kubeconfig,
+        client,
+        master,
+        master_stop,
+        hollow: hollow.to_string(),
+        stop,
+    }
+}
+
+/// A dev-master with two hollow agents of `hollow` resources and attribute rack:a.
+async fn start_master(hollow: &str, port: u16, stop: CancellationToken) -> master::Running {
+    master::start(
         master_args(&[
             "--ip",
             "127.0.0.1",
             "--port",
-            "0",
+            &port.to_string(),
             "--allocation-interval",
             "100ms",
             "--hollow-agents",
@@ -71,28 +88,16 @@ async fn cluster(hollow: &str) -> Cluster {
             "--hollow-task-delay",
             "20ms",
         ]),
-        stop.clone(),
+        stop,
     )
     .await
-    .unwrap();
-    Cluster {
-        _dir: dir,
-        kubeconfig,
-        client,
-        master,
-        stop,
-    }
+    .unwrap()
 }
 
 impl Cluster {
-    fn scheduler(
-        &self,
-    ) -> (
-        CancellationToken,
-        tokio::task::JoinHandle<anyhow::Result<()>>,
-    ) {
-        let args = <SchedulerCli as clap::Parser>::parse_from([
-            "km",
+    /// The flags every test scheduler gets, then `extra`.
+    pub fn scheduler_flags(&self, extra: &[&str]) -> Vec<String> {
+        let mut flags: Vec<String> = [
             "--mesos-master",
             &format!("http://{}", self.master.addr),
             "--kubeconfig",
@@ -107,13 +112,55 @@ impl Cluster {
             "200ms",
             "--offer-refuse-seconds",
             "0.2",
-        ])
-        .args;
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        // A flag given in `extra` replaces the default.
+        for pair in extra.chunks(2) {
+            if let Some(i) = flags.iter().position(|f| f == pair[0]) {
+                flags.drain(i..i + 2);
+            }
+        }
+        flags.extend(extra.iter().map(|s| s.to_string()));
+        flags
+    }
+
+    pub fn scheduler(
+        &self,
+    ) -> (
+        CancellationToken,
+        tokio::task::JoinHandle<anyhow::Result<()>>,
+    ) {
+        self.scheduler_with(&[])
+    }
+
+    /// An in-process scheduler with `extra` flags.
+    pub fn scheduler_with(
+        &self,
+        extra: &[&str],
+    ) -> (
+        CancellationToken,
+        tokio::task::JoinHandle<anyhow::Result<()>>,
+    ) {
+        let flags = self.scheduler_flags(extra);
+        let argv = std::iter::once("km".to_string()).chain(flags);
+        let args = <SchedulerCli as clap::Parser>::parse_from(argv).args;
         let stop = self.stop.child_token();
         (stop.clone(), tokio::spawn(km::scheduler::run(args, stop)))
     }
 
-    async fn state(&self) -> Value {
+    /// Stops the dev-master and starts a new one, with no memory of the
+    /// old one, on the same port.
+    pub async fn restart_master(&mut self) {
+        self.master_stop.cancel();
+        let port = self.master.addr.port();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        self.master_stop = self.stop.child_token();
+        self.master = start_master(&self.hollow, port, self.master_stop.clone()).await;
+    }
+
+    pub async fn state(&self) -> Value {
         reqwest::get(format!("http://{}/state", self.master.addr))
             .await
             .unwrap()
@@ -123,7 +170,7 @@ impl Cluster {
     }
 
     /// Task ids per task name (`<pod>.<ns>.pod`) in the master's view.
-    async fn tasks_by_name(&self) -> std::collections::BTreeMap<String, Vec<String>> {
+    pub async fn tasks_by_name(&self) -> std::collections::BTreeMap<String, Vec<String>> {
         let mut out = std::collections::BTreeMap::<String, Vec<String>>::new();
         for f in self.state().await["frameworks"].as_array().unwrap() {
             for t in f["tasks"].as_array().unwrap() {
@@ -136,7 +183,7 @@ impl Cluster {
     }
 }
 
-fn pod(name: &str, scheduler: &str, cpu: &str) -> Pod {
+pub(crate) fn pod(name: &str, scheduler: &str, cpu: &str) -> Pod {
     serde_json::from_value(json!({
         "metadata": {"name": name},
         "spec": {"schedulerName": scheduler, "containers": [{"name": "c", "image": "busybox",
@@ -146,7 +193,7 @@ fn pod(name: &str, scheduler: &str, cpu: &str) -> Pod {
     .unwrap()
 }
 
-async fn eventually<F, Fut>(what: &str, f: F)
+pub(crate) async fn eventually<F, Fut>(what: &str, f: F)
 where
     F: Fn() -> Fut,
     Fut: std::future::Future<Output = bool>,
@@ -160,7 +207,7 @@ where
     panic!("timed out waiting for {what}");
 }
 
-fn annotation(p: &Pod, k: &str) -> Option<String> {
+pub(crate) fn annotation(p: &Pod, k: &str) -> Option<String> {
     p.metadata
         .annotations
         .as_ref()
@@ -319,5 +366,147 @@ async fn a_restart_mid_burst_launches_nothing_twice() {
     }
     // One framework: the second scheduler failed over to the stored ID.
     assert_eq!(c.state().await["frameworks"].as_array().unwrap().len(), 1);
+    c.stop.cancel();
+}
+
+/// Waits for a FailedScheduling event of `name` whose message contains `text`.
+pub(crate) async fn failed_scheduling(client: &kube::Client, name: &str, text: &str) {
+    let events: Api<Event> = Api::namespaced(client.clone(), "default");
+    let field = format!("involvedObject.name={name}");
+    eventually(
+        &format!("FailedScheduling for {name} naming {text:?}"),
+        || async {
+            events
+                .list(&ListParams::default().fields(&field))
+                .await
+                .unwrap()
+                .items
+                .iter()
+                .any(|e| {
+                    e.reason.as_deref() == Some("FailedScheduling")
+                        && e.message.as_deref().unwrap_or("").contains(text)
+                })
+        },
+    )
+    .await;
+}
+
+/// Waits until `name` carries a task id, and returns it.
+pub(crate) async fn launched(pods: &Api<Pod>, name: &str) -> Pod {
+    eventually(&format!("{name} annotated with a task"), || async {
+        annotation(&pods.get(name).await.unwrap(), "k8s.mesosphere.io/taskId").is_some()
+    })
+    .await;
+    pods.get(name).await.unwrap()
+}
+
+#[tokio::test]
+async fn placement_honours_selectors_node_names_roles_and_host_ports() {
+    let c = cluster("cpus:2;mem:2048;cpus(prod):1;mem(prod):1024;ports:[31000-31010]").await;
+    let (_stop, _task) = c.scheduler_with(&[
+        "--mesos-framework-roles",
+        "*,prod",
+        "--host-port-endpoints",
+        "false",
+    ]);
+    let pods: Api<Pod> = Api::namespaced(c.client.clone(), "default");
+    let create = |name: &str, patch: Value| {
+        let mut v = serde_json::to_value(pod(name, "k8sm-scheduler", "100m")).unwrap();
+        json_patch::merge(&mut v, &patch);
+        let p: Pod = serde_json::from_value(v).unwrap();
+        let pods = pods.clone();
+        async move { pods.create(&PostParams::default(), &p).await.unwrap() }
+    };
+    // Agent attributes are node labels k8s.mesosphere.io/attribute-<name>.
+    create(
+        "rack-a",
+        json!({"spec": {"nodeSelector": {"k8s.mesosphere.io/attribute-rack": "a"}}}),
+    )
+    .await;
+    create(
+        "rack-b",
+        json!({"spec": {"nodeSelector": {"k8s.mesosphere.io/attribute-rack": "b"}}}),
+    )
+    .await;
+    create(
+        "by-host",
+        json!({"spec": {"nodeSelector": {"kubernetes.io/hostname": "hollow-00001"}}}),
+    )
+    .await;
+    create("pinned", json!({"spec": {"nodeName": "hollow-00000"}})).await;
+    create("pinned-nowhere", json!({"spec": {"nodeName": "elsewhere"}})).await;
+    let host_port = |name: &str| {
+        create(
+            name,
+            json!({"spec": {"containers": [{"name": "c", "image": "busybox",
+                "ports": [{"containerPort": 80, "hostPort": 31005}],
+                "resources": {"limits": {"cpu": "100m", "memory": "64Mi"}}}]}}),
+        )
+    };
+    host_port("port-1").await;
+    host_port("port-2").await;
+    host_port("port-3").await;
+    let prod = |name: &str, cpu: &str| {
+        create(
+            name,
+            json!({"metadata": {"annotations": {"k8s.mesosphere.io/roles": "prod"}},
+                "spec": {"containers": [{"name": "c", "image": "busybox",
+                "resources": {"limits": {"cpu": cpu, "memory": "64Mi"}}}]}}),
+        )
+    };
+    prod("prod-small", "500m").await;
+    prod("prod-big", "1500m").await;
+
+    let host = |p: &Pod| annotation(p, "k8s.mesosphere.io/bindingHost").unwrap();
+    launched(&pods, "rack-a").await;
+    assert_eq!(host(&launched(&pods, "by-host").await), "hollow-00001");
+    assert_eq!(host(&launched(&pods, "pinned").await), "hollow-00000");
+    // A fixed host port is taken once per agent: two agents, two pods.
+    let p1 = launched(&pods, "port-1").await;
+    let p2 = launched(&pods, "port-2").await;
+    for p in [&p1, &p2] {
+        assert_eq!(
+            annotation(p, "k8s.mesosphere.io/port_TCP_80").as_deref(),
+            Some("31005")
+        );
+    }
+    assert_ne!(host(&p1), host(&p2));
+    // The prod pod runs on prod resources.
+    let small = launched(&pods, "prod-small").await;
+    let task = annotation(&small, "k8s.mesosphere.io/taskId").unwrap();
+    let state = c.state().await;
+    let t = state["frameworks"][0]["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["id"] == task.as_str())
+        .cloned()
+        .unwrap();
+    assert!(
+        t.to_string().contains("prod"),
+        "prod-small's task uses role prod: {t}"
+    );
+
+    failed_scheduling(
+        &c.client,
+        "rack-b",
+        "nodeSelector k8s.mesosphere.io/attribute-rack=b",
+    )
+    .await;
+    failed_scheduling(&c.client, "pinned-nowhere", "spec.nodeName is elsewhere").await;
+    failed_scheduling(&c.client, "port-3", "host port 31005").await;
+    failed_scheduling(&c.client, "prod-big", "insufficient cpus").await;
+    for name in ["rack-b", "pinned-nowhere", "port-3", "prod-big"] {
+        let p = pods.get(name).await.unwrap();
+        assert!(
+            annotation(&p, "k8s.mesosphere.io/taskId").is_none(),
+            "{name} stays unlaunched"
+        );
+        assert_eq!(
+            p.status.and_then(|s| s.phase).as_deref(),
+            Some("Pending"),
+            "{name} stays Pending"
+        );
+    }
     c.stop.cancel();
 }

@@ -4,6 +4,7 @@
 mod agent;
 mod executor;
 mod km_scheduler;
+mod km_scheduler_ops;
 mod pymesos;
 mod scheduler;
 mod support;

@@ -292,3 +292,31 @@ async fn zk_detector_yields_none_until_a_leader_appears() {
         Some("master-c")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_framework_id_survives_in_zookeeper() {
+    use km::scheduler::framework_id::Store;
+    let server = ZooKeeper::start();
+    let store = Store::ZooKeeper {
+        servers: server.connect_string(),
+        path: "/mesos/k8sm/Kubernetes".into(),
+    };
+    assert_eq!(store.load().await.unwrap(), None, "nothing stored yet");
+    store.save("fw-1").await.unwrap();
+    assert_eq!(store.load().await.unwrap().as_deref(), Some("fw-1"));
+    store.save("fw-2").await.unwrap();
+    assert_eq!(store.load().await.unwrap().as_deref(), Some("fw-2"));
+    // Readable by anyone operating the ensemble, where the docs say.
+    let admin = server.session().await;
+    let (data, _) = admin.get_data("/mesos/k8sm/Kubernetes").await.unwrap();
+    assert_eq!(data, b"fw-2");
+    store.remove().await.unwrap();
+    assert_eq!(store.load().await.unwrap(), None);
+    store.remove().await.unwrap();
+    let down = Store::ZooKeeper {
+        servers: format!("127.0.0.1:{}", free_port()),
+        path: "/k8sm/x".into(),
+    };
+    let e = down.load().await.unwrap_err().to_string();
+    assert!(e.contains("ZooKeeper 127.0.0.1:"), "{e}");
+}

@@ -226,7 +226,11 @@ pub async fn start(args: Args, shutdown: CancellationToken) -> anyhow::Result<Ru
         hb.tick().await;
         loop {
             tokio::select! {
-                _ = stop.cancelled() => break,
+                _ = stop.cancelled() => {
+                    // Streams would keep the server's graceful shutdown waiting.
+                    bg.lock().drop_connections();
+                    break;
+                }
                 _ = alloc.tick() => {}
                 _ = bg.wake.notified() => {}
                 _ = hb.tick() => { bg.lock().heartbeat(); continue; }

@@ -1220,8 +1220,41 @@ impl Master {
         self.send_agent(&agent_id, &e);
     }
 
-    /// SHUTDOWN of an executor.
+    /// Closes every event stream, as a master that dies does.
+    pub fn drop_connections(&mut self) {
+        for f in self.frameworks.values_mut() {
+            f.conn = None;
+        }
+        for a in self.agents.values_mut() {
+            a.conn = None;
+        }
+    }
+
+    /// SHUTDOWN of an executor. A hollow agent kills the executor's tasks
+    /// and reports the executor gone, as a real agent would.
     pub fn shutdown_executor(&mut self, framework_id: &str, s: &v1::scheduler::call::Shutdown) {
+        let agent_id = s.agent_id.value.clone();
+        if matches!(
+            self.agents.get(&agent_id).map(|a| &a.kind),
+            Some(AgentKind::Hollow { .. })
+        ) {
+            let running: Vec<v1::TaskStatus> = self
+                .tasks
+                .values()
+                .filter(|t| {
+                    t.framework_id == framework_id
+                        && t.agent_id == agent_id
+                        && t.executor_id == s.executor_id.value
+                        && !is_terminal(t.state())
+                })
+                .map(|t| hollow_status(t, TaskState::TaskKilled))
+                .collect();
+            for status in running {
+                self.status_update(framework_id, &agent_id, status);
+            }
+            self.executor_exited(&agent_id, framework_id, &s.executor_id.value, Some(0));
+            return;
+        }
         let e = AgentEvent {
             r#type: Some(agent_event::Type::ShutdownExecutor as i32),
             shutdown_executor: Some(agent_event::ShutdownExecutor {
