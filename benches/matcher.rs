@@ -74,7 +74,7 @@ fn evaluate_one(b: Bencher) {
 #[divan::bench]
 fn pod_to_task(b: Bencher) {
     let cfg = PodTaskConfig::default();
-    let raw = pod(0).pod();
+    let raw = pod(0).pod().expect("a fresh task carries its pod");
     b.with_inputs(|| raw.clone())
         .bench_local_values(|p| black_box(PodTask::from_pod(p, &cfg).is_ok()));
 }

@@ -150,7 +150,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                     host_ports: a.host_ports,
                     executor: a.executor,
                 },
-            );
+            )
+            .ok_or_else(|| anyhow::anyhow!("internal error: the pod task lost its pod"))?;
             let task_json = mjson::to_value(&l.task);
             let exec_json = if launches {
                 l.task.executor.as_ref().map(mjson::to_value)

@@ -38,9 +38,10 @@ pub struct Launch {
     pub pod: Pod,
 }
 
-/// Builds the task and the annotated pod.
-pub fn build(pt: &PodTask, p: Placement<'_>) -> Launch {
-    let mut pod = pt.pod();
+/// Builds the task and the annotated pod; `None` when the task was
+/// [slimmed](PodTask::slim) and has no pod to carry.
+pub fn build(pt: &PodTask, p: Placement<'_>) -> Option<Launch> {
+    let mut pod = pt.pod()?;
     if let Some(spec) = pod.spec.as_mut() {
         for hp in &p.host_ports {
             if let Some(port) = spec
@@ -53,10 +54,29 @@ pub fn build(pt: &PodTask, p: Placement<'_>) -> Launch {
             }
         }
     }
-    let ann = pod
-        .metadata
+    pod.metadata
         .annotations
-        .get_or_insert_with(Default::default);
+        .get_or_insert_with(Default::default)
+        .extend(placement_annotations(&p));
+    let data = serde_json::to_vec(&pod).unwrap_or_default();
+    let task = v1::TaskInfo {
+        name: pt.key.task_name(),
+        task_id: p.task_id.into(),
+        agent_id: v1::AgentId {
+            value: p.agent_id.into(),
+        },
+        resources: p.resources,
+        executor: Some(p.executor),
+        data: Some(data),
+        ..Default::default()
+    };
+    Some(Launch { task, pod })
+}
+
+/// The annotations a placement writes on its pod: bindingHost, taskId,
+/// slaveId, offerId, executorId, executorResources and the host ports.
+pub fn placement_annotations(p: &Placement<'_>) -> std::collections::BTreeMap<String, String> {
+    let mut ann = std::collections::BTreeMap::new();
     let mut put = |k: String, v: String| {
         ann.insert(k, v);
     };
@@ -84,19 +104,7 @@ pub fn build(pt: &PodTask, p: Placement<'_>) -> Launch {
             );
         }
     }
-    let data = serde_json::to_vec(&pod).unwrap_or_default();
-    let task = v1::TaskInfo {
-        name: pt.key.task_name(),
-        task_id: p.task_id.into(),
-        agent_id: v1::AgentId {
-            value: p.agent_id.into(),
-        },
-        resources: p.resources,
-        executor: Some(p.executor),
-        data: Some(data),
-        ..Default::default()
-    };
-    Launch { task, pod }
+    ann
 }
 
 /// Resources as the `executorResources` annotation holds them: standard base64
@@ -162,7 +170,8 @@ mod tests {
                 host_ports,
                 executor: exec.info_unreserved(),
             },
-        );
+        )
+        .expect("a task read from a pod carries it");
         assert_eq!(l.task.name, "web.shop.pod");
         assert_eq!(l.task.task_id.value, task_id.as_str());
         assert_eq!(l.task.agent_id.value, "S1");

@@ -98,9 +98,9 @@ pub struct PodTask {
     /// The pod's resourceVersion when it was read.
     pub resource_version: Option<String>,
     /// The pod with default and minimum limits written into its containers,
-    /// kept as compact JSON: a scheduler holds a great many waiting pods, and
-    /// the decoded form is several times larger. See [`PodTask::pod`].
-    pod_json: Box<str>,
+    /// as compact JSON (the decoded form is several times larger); `None`
+    /// once [`PodTask::slim`] dropped it. See [`PodTask::pod`].
+    pod_json: Option<Box<str>>,
     /// What the pod asks Mesos for.
     pub limits: PodLimits,
     /// Mesos roles it may use, in preference order.
@@ -116,10 +116,20 @@ pub struct PodTask {
 }
 
 impl PodTask {
-    /// The pod with default and minimum limits written into its containers.
-    pub fn pod(&self) -> Pod {
-        // Written by `from_pod` from a `Pod`, so it always decodes.
-        serde_json::from_str(&self.pod_json).unwrap_or_default()
+    /// The pod with default and minimum limits written into its containers
+    /// (`None` after [`PodTask::slim`]).
+    pub fn pod(&self) -> Option<Pod> {
+        // Written by `from_pod` from a `Pod`, so it decodes.
+        self.pod_json
+            .as_deref()
+            .and_then(|j| serde_json::from_str(j).ok())
+    }
+
+    /// Drops the pod itself, keeping what placing needs: for holding many
+    /// waiting pods in little memory. Launching needs the pod again.
+    pub fn slim(mut self) -> Self {
+        self.pod_json = None;
+        self
     }
 
     /// Reads `pod` under `cfg`.
@@ -173,7 +183,7 @@ impl PodTask {
             key,
             uid: pod.metadata.uid.clone(),
             resource_version: pod.metadata.resource_version.clone(),
-            pod_json,
+            pod_json: Some(pod_json),
             limits,
             roles,
             port_mapping,

@@ -159,8 +159,12 @@ fn reason_name(reason: Option<i32>) -> String {
 /// One planned launch.
 struct Plan {
     uid: String,
+    key: PodKey,
     slot: usize,
-    launch: launch::Launch,
+    task_id: TaskId,
+    annotations: BTreeMap<String, String>,
+    resources: Vec<v1::Resource>,
+    host_ports: Vec<crate::podtask::hostport::HostPort>,
     executor: v1::ExecutorInfo,
     resource_version: Option<String>,
     queued_since: Instant,
@@ -419,7 +423,7 @@ impl Core {
         match PodTask::from_pod(pod, &self.matching.podtask) {
             Ok(task) => {
                 let fresh = !self.queue.contains(&uid);
-                self.queue.upsert(&uid, task, Instant::now());
+                self.queue.upsert(&uid, task.slim(), Instant::now());
                 if fresh {
                     self.metrics.queued.inc();
                 }
@@ -789,30 +793,23 @@ impl Core {
                 Outcome::Placed(a) => {
                     let (agent_id, hostname, offer_ids) = &slots[a.slot];
                     let task_id = TaskId::generate();
-                    let mut l = launch::build(
-                        &w.task,
-                        Placement {
-                            task_id: &task_id,
-                            agent_id,
-                            hostname,
-                            offer_id: &offer_ids[0],
-                            resources: a.resources,
-                            host_ports: a.host_ports,
-                            executor: a.executor.clone(),
-                        },
-                    );
-                    l.pod
-                        .metadata
-                        .annotations
-                        .get_or_insert_with(Default::default)
-                        .insert(
-                            ann::EXECUTOR_RESOURCES.into(),
-                            launch::encode_resources(&a.executor.resources),
-                        );
+                    let annotations = launch::placement_annotations(&Placement {
+                        task_id: &task_id,
+                        agent_id,
+                        hostname,
+                        offer_id: &offer_ids[0],
+                        resources: Vec::new(),
+                        host_ports: a.host_ports.clone(),
+                        executor: a.executor.clone(),
+                    });
                     plans.push(Plan {
                         uid: uid.clone(),
+                        key: w.task.key.clone(),
                         slot: a.slot,
-                        launch: l,
+                        task_id,
+                        annotations,
+                        resources: a.resources,
+                        host_ports: a.host_ports,
                         executor: a.executor,
                         resource_version: w.task.resource_version.clone(),
                         queued_since: w.since,
@@ -834,23 +831,16 @@ impl Core {
         if plans.is_empty() {
             return;
         }
-        // Durable intent first: annotate every placed pod.
+        // Durable intent first: annotate every placed pod. The answer is
+        // the pod as stored, which is what travels to the executor.
+        let client = self.pods_api.clone().into_client();
         let annotated = futures::stream::iter(plans.into_iter().map(|p| {
-            let api: Api<Pod> = Api::namespaced(self.pods_api.clone().into_client(), &p.launch.pod.metadata.namespace.clone().unwrap_or_default());
+            let api: Api<Pod> = Api::namespaced(client.clone(), &p.key.namespace);
             async move {
-                let ours: BTreeMap<String, String> = p
-                    .launch
-                    .pod
-                    .metadata
-                    .annotations
-                    .iter()
-                    .flatten()
-                    .filter(|(k, _)| k.starts_with(ann::PREFIX))
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect();
-                let patch = json!({"metadata": {"annotations": ours, "resourceVersion": p.resource_version}});
-                let name = p.launch.pod.metadata.name.clone().unwrap_or_default();
-                let r = api.patch(&name, &PatchParams::default(), &Patch::Merge(patch)).await;
+                let patch = json!({"metadata": {"annotations": p.annotations, "resourceVersion": p.resource_version}});
+                let r = api
+                    .patch(&p.key.name, &PatchParams::default(), &Patch::Merge(patch))
+                    .await;
                 (p, r)
             }
         }))
@@ -859,48 +849,74 @@ impl Core {
         .await;
         let mut by_slot: BTreeMap<usize, Vec<v1::TaskInfo>> = BTreeMap::new();
         for (p, r) in annotated {
-            match r {
-                Ok(pod) => {
-                    let (agent_id, hostname, _) = &slots[p.slot];
-                    let key = PodKey::of(&pod);
-                    self.queue.remove(&p.uid);
-
-                    self.tasks.insert(Tracked {
-                        uid: p.uid.clone(),
-                        key,
-                        task_id: TaskId::from_existing(p.launch.task.task_id.value.clone()),
-                        agent_id: agent_id.clone(),
-                        hostname: hostname.clone(),
-                        executor_id: p.executor.executor_id.value.clone(),
-                        launched_at: Some(now),
-                        phase: Phase::Launched,
-                        killing: false,
-                    });
-                    self.metrics
-                        .queue_wait
-                        .observe(now.duration_since(p.queued_since).as_secs_f64());
-                    self.known_executors
-                        .entry(agent_id.clone())
-                        .or_insert(p.executor.clone());
-                    self.events.scheduled(
-                        &PodKey::of(&pod),
-                        &p.uid,
-                        &format!(
-                            "Launched on agent {hostname} as Mesos task {}",
-                            p.launch.task.task_id.value
-                        ),
-                    );
-                    self.metrics.launched.inc();
-                    by_slot.entry(p.slot).or_default().push(p.launch.task);
-                }
+            let pod = match r {
+                Ok(pod) => pod,
                 Err(kube::Error::Api(e)) if e.code == 404 => {
                     self.queue.remove(&p.uid);
+                    continue;
                 }
                 Err(e) => {
                     // Changed meanwhile (409) or unreachable: try again with what the watch brings.
                     tracing::debug!(pod = p.uid, error = %e, "cannot annotate the pod; it stays queued");
+                    continue;
                 }
-            }
+            };
+            let (agent_id, hostname, offer_ids) = &slots[p.slot];
+            self.queue.remove(&p.uid);
+            self.tasks.insert(Tracked {
+                uid: p.uid.clone(),
+                key: p.key.clone(),
+                task_id: p.task_id.clone(),
+                agent_id: agent_id.clone(),
+                hostname: hostname.clone(),
+                executor_id: p.executor.executor_id.value.clone(),
+                launched_at: Some(now),
+                phase: Phase::Launched,
+                killing: false,
+            });
+            let placement = Placement {
+                task_id: &p.task_id,
+                agent_id,
+                hostname,
+                offer_id: &offer_ids[0],
+                resources: p.resources,
+                host_ports: p.host_ports,
+                executor: p.executor.clone(),
+            };
+            let built = PodTask::from_pod(pod, &self.matching.podtask)
+                .map_err(|e| e.to_string())
+                .and_then(|t| launch::build(&t, placement).ok_or_else(|| "no pod".to_string()));
+            let l = match built {
+                Ok(l) => l,
+                Err(e) => {
+                    // Annotated but not launched: reconciliation reports the
+                    // task lost and the pod is queued again.
+                    tracing::warn!(pod = %p.key, error = e, "cannot build the task of an annotated pod");
+                    let _ = self
+                        .driver
+                        .reconcile(vec![(
+                            (&p.task_id).into(),
+                            Some(v1::AgentId {
+                                value: agent_id.clone(),
+                            }),
+                        )])
+                        .await;
+                    continue;
+                }
+            };
+            self.metrics
+                .queue_wait
+                .observe(now.duration_since(p.queued_since).as_secs_f64());
+            self.known_executors
+                .entry(agent_id.clone())
+                .or_insert(p.executor);
+            self.events.scheduled(
+                &p.key,
+                &p.uid,
+                &format!("Launched on agent {hostname} as Mesos task {}", p.task_id),
+            );
+            self.metrics.launched.inc();
+            by_slot.entry(p.slot).or_default().push(l.task);
         }
         for (slot, task_infos) in by_slot {
             let (_, _, offer_ids) = &slots[slot];

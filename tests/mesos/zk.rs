@@ -297,6 +297,7 @@ async fn zk_detector_yields_none_until_a_leader_appears() {
 async fn the_framework_id_survives_in_zookeeper() {
     use km::scheduler::framework_id::Store;
     let server = ZooKeeper::start();
+    let admin = server.session().await;
     let store = Store::ZooKeeper {
         servers: server.connect_string(),
         path: "/mesos/k8sm/Kubernetes".into(),
@@ -307,7 +308,6 @@ async fn the_framework_id_survives_in_zookeeper() {
     store.save("fw-2").await.unwrap();
     assert_eq!(store.load().await.unwrap().as_deref(), Some("fw-2"));
     // Readable by anyone operating the ensemble, where the docs say.
-    let admin = server.session().await;
     let (data, _) = admin.get_data("/mesos/k8sm/Kubernetes").await.unwrap();
     assert_eq!(data, b"fw-2");
     store.remove().await.unwrap();
