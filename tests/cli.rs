@@ -220,3 +220,46 @@ fn fit_rejects_bad_input_naming_file_and_field() {
         "{err}"
     );
 }
+
+#[test]
+fn scheduler_refuses_bad_setups_naming_the_flag_and_the_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    // A static pod without limits: refused before anything is contacted.
+    std::fs::write(
+        dir.path().join("logger.yaml"),
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: logger}\nspec: {containers: [{name: c, image: busybox}]}\n",
+    )
+    .unwrap();
+    let (code, _, err) = run(km().args([
+        "scheduler",
+        "--static-pods-config",
+        dir.path().to_str().unwrap(),
+    ]));
+    assert_ne!(code, 0);
+    assert!(err.contains("--static-pods-config"), "{err}");
+    assert!(err.contains("logger.yaml"), "{err}");
+    assert!(err.contains("resources.limits.cpu"), "{err}");
+
+    let (code, _, err) = run(km().args(["scheduler", "--kubeconfig", "/nonexistent/kubeconfig"]));
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("--kubeconfig /nonexistent/kubeconfig"),
+        "{err}"
+    );
+
+    let (code, _, err) = run(km().args([
+        "scheduler",
+        "--ha",
+        "--ha-renew-deadline",
+        "20s",
+        "--kubeconfig",
+        "/nonexistent/kubeconfig",
+    ]));
+    assert_ne!(code, 0);
+    assert!(err.contains("--ha-renew-deadline"), "{err}");
+    assert!(err.contains("e.g. 2s, 10s, 15s"), "{err}");
+
+    let (code, _, err) = run(km().args(["scheduler", "--mesos-master", "zk://"]));
+    assert_ne!(code, 0);
+    assert!(err.contains("--mesos-master zk://"), "{err}");
+}

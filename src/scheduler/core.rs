@@ -24,7 +24,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
 use kube::api::{Patch, PatchParams};
@@ -44,6 +44,9 @@ use crate::offers::{Inventory, Matcher, OfferRegistry, Outcome};
 use crate::podtask::annotations as ann;
 use crate::podtask::launch::{self, Placement};
 use crate::podtask::{PodKey, PodTask, TaskId};
+
+/// Most events taken in at once before a placement round.
+const BATCH: usize = 4096;
 
 /// What the loop needs.
 pub struct Core {
@@ -78,6 +81,8 @@ pub struct Seen {
     pub key: PodKey,
     /// Being deleted (deletionTimestamp set).
     pub deleting: bool,
+    /// `metadata.deletionGracePeriodSeconds`: the KILL's grace period.
+    pub grace_seconds: Option<i64>,
 }
 
 /// What a `/debug/` listing shows.
@@ -203,6 +208,31 @@ impl Core {
                     None => anyhow::bail!("the Mesos scheduler driver stopped"),
                 },
                 _ = tokio::time::sleep_until(wake.into()) => {}
+            }
+            // Take in whatever else is ready before a placement round, so a
+            // burst of pods is placed in a few large rounds, not one by one.
+            for _ in 0..BATCH {
+                match pods.next().now_or_never() {
+                    Some(Some(Ok(ev))) => self.on_watch(ev).await,
+                    Some(Some(Err(e))) => {
+                        tracing::warn!(error = %e, "pod watch failed; retrying");
+                        break;
+                    }
+                    Some(None) => anyhow::bail!("the pod watch ended"),
+                    None => break,
+                }
+            }
+            for _ in 0..BATCH {
+                match mesos.try_recv() {
+                    Ok(SchedulerEvent::Failed { message }) => {
+                        anyhow::bail!(
+                            "the Mesos framework cannot go on: {message} ({})",
+                            self.failure_hint
+                        )
+                    }
+                    Ok(ev) => self.on_mesos(ev).await,
+                    Err(_) => break,
+                }
             }
             self.tick().await;
         }
@@ -364,6 +394,7 @@ impl Core {
             Seen {
                 key: PodKey::of(&pod),
                 deleting,
+                grace_seconds: pod.metadata.deletion_grace_period_seconds,
             },
         );
         if deleting {
@@ -459,12 +490,19 @@ impl Core {
     /// A pod is being deleted (`gone`: it no longer exists).
     async fn on_deleted(&mut self, uid: &str, gone: bool) {
         self.queue.remove(uid);
-        let key = if gone {
+        let seen = if gone {
             self.events.forget(uid);
-            self.pods.remove(uid).map(|s| s.key)
+            self.pods.remove(uid)
         } else {
-            self.pods.get(uid).map(|s| s.key.clone())
+            self.pods.get(uid).cloned()
         };
+        let key = seen.as_ref().map(|s| s.key.to_string()).unwrap_or_default();
+        // The executor gives the containers the pod's grace period.
+        let policy = seen.and_then(|s| s.grace_seconds).map(|g| v1::KillPolicy {
+            grace_period: Some(v1::DurationInfo {
+                nanoseconds: g.max(0).saturating_mul(1_000_000_000),
+            }),
+        });
         let kill = match self.tasks.for_pod_mut(uid) {
             Some(t) if !t.killing => {
                 t.killing = true;
@@ -473,13 +511,13 @@ impl Core {
             _ => None,
         };
         if let Some((task_id, agent_id)) = kill {
-            tracing::info!(pod = ?key, task = %task_id, "pod deleted: killing its task");
+            tracing::info!(pod = key, task = %task_id, "pod deleted: killing its task");
             let _ = self
                 .driver
                 .kill(
                     (&task_id).into(),
                     Some(v1::AgentId { value: agent_id }),
-                    None,
+                    policy,
                 )
                 .await;
         }
@@ -844,7 +882,7 @@ impl Core {
                 (p, r)
             }
         }))
-        .buffer_unordered(64)
+        .buffer_unordered(256)
         .collect::<Vec<_>>()
         .await;
         let mut by_slot: BTreeMap<usize, Vec<v1::TaskInfo>> = BTreeMap::new();

@@ -277,12 +277,6 @@ pub async fn run(args: Args, stop: CancellationToken) -> anyhow::Result<()> {
         .mesos_master
         .parse()
         .with_context(|| format!("--mesos-master {}", args.mesos_master))?;
-    let client = kube_client(args.kubeconfig.as_ref()).await?;
-    client
-        .apiserver_version()
-        .await
-        .context("cannot reach the Kubernetes API server (check --kubeconfig)")?;
-    let store = Arc::new(framework_store(&args, &spec, &client)?);
     let election = args.ha.then(|| crate::election::Config {
         namespace: args.namespace.clone(),
         name: format!(
@@ -298,6 +292,12 @@ pub async fn run(args: Args, stop: CancellationToken) -> anyhow::Result<()> {
         e.validate()
             .context("--ha-retry-period, --ha-renew-deadline, --ha-lease-duration")?;
     }
+    let client = kube_client(args.kubeconfig.as_ref()).await?;
+    client
+        .apiserver_version()
+        .await
+        .context("cannot reach the Kubernetes API server (check --kubeconfig)")?;
+    let store = Arc::new(framework_store(&args, &spec, &client)?);
     let credentials = read_credentials(&args)?;
 
     let (status, status_rx) = watch::channel(DebugState::default());
