@@ -191,51 +191,56 @@ impl Core {
                     self.driver.stop();
                     return Ok(());
                 }
-                ev = pods.next() => match ev {
-                    Some(Ok(ev)) => self.on_watch(ev).await,
-                    Some(Err(e)) => tracing::warn!(error = %e, "pod watch failed; retrying"),
-                    None => anyhow::bail!("the pod watch ended"),
-                },
+                ev = pods.next() => self.on_pod_stream(ev).await?,
                 Some((what, reply)) = self.listings.recv() => {
                     let _ = reply.send(self.listing(what, Instant::now()));
                     continue;
                 }
-                ev = mesos.recv() => match ev {
-                    Some(SchedulerEvent::Failed { message }) => {
-                        anyhow::bail!("the Mesos framework cannot go on: {message} ({})", self.failure_hint)
-                    }
-                    Some(ev) => self.on_mesos(ev).await,
-                    None => anyhow::bail!("the Mesos scheduler driver stopped"),
-                },
+                ev = mesos.recv() => self.on_mesos_stream(ev).await?,
                 _ = tokio::time::sleep_until(wake.into()) => {}
             }
             // Take in whatever else is ready before a placement round, so a
             // burst of pods is placed in a few large rounds, not one by one.
             for _ in 0..BATCH {
                 match pods.next().now_or_never() {
-                    Some(Some(Ok(ev))) => self.on_watch(ev).await,
-                    Some(Some(Err(e))) => {
-                        tracing::warn!(error = %e, "pod watch failed; retrying");
-                        break;
-                    }
-                    Some(None) => anyhow::bail!("the pod watch ended"),
+                    Some(ev) => self.on_pod_stream(ev).await?,
                     None => break,
                 }
             }
             for _ in 0..BATCH {
                 match mesos.try_recv() {
-                    Ok(SchedulerEvent::Failed { message }) => {
-                        anyhow::bail!(
-                            "the Mesos framework cannot go on: {message} ({})",
-                            self.failure_hint
-                        )
-                    }
-                    Ok(ev) => self.on_mesos(ev).await,
+                    Ok(ev) => self.on_mesos_stream(Some(ev)).await?,
                     Err(_) => break,
                 }
             }
             self.tick().await;
         }
+    }
+
+    /// One item of the pod watch; `Err` when the watch ended.
+    async fn on_pod_stream(
+        &mut self,
+        ev: Option<Result<watcher::Event<Pod>, watcher::Error>>,
+    ) -> anyhow::Result<()> {
+        match ev {
+            Some(Ok(ev)) => self.on_watch(ev).await,
+            Some(Err(e)) => tracing::warn!(error = %e, "pod watch failed; retrying"),
+            None => anyhow::bail!("the pod watch ended"),
+        }
+        Ok(())
+    }
+
+    /// One item from the Mesos driver; `Err` when the framework cannot go on.
+    async fn on_mesos_stream(&mut self, ev: Option<SchedulerEvent>) -> anyhow::Result<()> {
+        match ev {
+            Some(SchedulerEvent::Failed { message }) => anyhow::bail!(
+                "the Mesos framework cannot go on: {message} ({})",
+                self.failure_hint
+            ),
+            Some(ev) => self.on_mesos(ev).await,
+            None => anyhow::bail!("the Mesos scheduler driver stopped"),
+        }
+        Ok(())
     }
 
     /// A `/debug/` listing as JSON.
@@ -320,13 +325,7 @@ impl Core {
             if self.driver.suppress(self.roles.clone()).await.is_ok() {
                 self.suppressed = true;
             }
-            let live: Vec<v1::OfferId> = self.offers.live().map(|o| o.id.clone()).collect();
-            let ids: Vec<String> = live.iter().map(|o| o.value.clone()).collect();
-            self.offers.take(&ids, now);
-            if !live.is_empty() {
-                self.metrics.offers_declined.inc_by(live.len() as u64);
-                let _ = self.driver.decline(live, Some(self.offers.filters())).await;
-            }
+            self.decline_all(now).await;
         }
         if let Some(at) = self.next_implicit
             && now >= at
@@ -337,6 +336,18 @@ impl Core {
             self.next_implicit = Some(now + self.reconcile_interval);
         }
         self.publish();
+    }
+
+    /// Declines every offer held.
+    async fn decline_all(&mut self, now: Instant) {
+        let live: Vec<v1::OfferId> = self.offers.live().map(|o| o.id.clone()).collect();
+        if live.is_empty() {
+            return;
+        }
+        let ids: Vec<String> = live.iter().map(|o| o.value.clone()).collect();
+        self.offers.take(&ids, now);
+        self.metrics.offers_declined.inc_by(live.len() as u64);
+        let _ = self.driver.decline(live, Some(self.offers.filters())).await;
     }
 
     fn publish(&self) {
@@ -583,13 +594,7 @@ impl Core {
                 }
                 if self.queue.is_empty() {
                     // Nothing waits: give them back at once.
-                    let live: Vec<v1::OfferId> = self.offers.live().map(|o| o.id.clone()).collect();
-                    let ids: Vec<String> = live.iter().map(|o| o.value.clone()).collect();
-                    self.offers.take(&ids, now);
-                    if !live.is_empty() {
-                        self.metrics.offers_declined.inc_by(live.len() as u64);
-                        let _ = self.driver.decline(live, Some(self.offers.filters())).await;
-                    }
+                    self.decline_all(now).await;
                 }
             }
             Some(event::Type::Rescind) => {

@@ -85,11 +85,7 @@ impl Store {
                     Ok((data, _)) => Ok(Some(String::from_utf8_lossy(&data).trim().to_string())
                         .filter(|s| !s.is_empty())),
                     Err(zk::Error::NoNode) => Ok(None),
-                    Err(source) => Err(StoreError::ZooKeeper {
-                        servers: servers.clone(),
-                        path: path.clone(),
-                        source,
-                    }),
+                    Err(source) => Err(zk_error(servers, path, source)),
                 }
             }
         }
@@ -108,11 +104,7 @@ impl Store {
             }
             Store::ZooKeeper { servers, path } => {
                 let c = zk_session(servers, path).await?;
-                let err = |source| StoreError::ZooKeeper {
-                    servers: servers.clone(),
-                    path: path.clone(),
-                    source,
-                };
+                let err = |source| zk_error(servers, path, source);
                 let options = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
                 if let Some((parent, _)) = path.rsplit_once('/')
                     && !parent.is_empty()
@@ -145,36 +137,31 @@ impl Store {
                 let c = zk_session(servers, path).await?;
                 match c.delete(path, None).await {
                     Ok(()) | Err(zk::Error::NoNode) => Ok(()),
-                    Err(source) => Err(StoreError::ZooKeeper {
-                        servers: servers.clone(),
-                        path: path.clone(),
-                        source,
-                    }),
+                    Err(source) => Err(zk_error(servers, path, source)),
                 }
             }
         }
     }
 }
 
+fn zk_error(servers: &str, path: &str, source: zk::Error) -> StoreError {
+    StoreError::ZooKeeper {
+        servers: servers.to_string(),
+        path: path.to_string(),
+        source,
+    }
+}
+
+/// A session with the ensemble (failing at once when no server answers).
 async fn zk_session(servers: &str, path: &str) -> Result<zk::Client, StoreError> {
-    {
-        let connect = zk::Client::connector()
-            .with_session_timeout(std::time::Duration::from_secs(10))
-            .with_fail_eagerly()
-            .connect(servers);
-        match tokio::time::timeout(std::time::Duration::from_secs(20), connect).await {
-            Ok(Ok(c)) => Ok(c),
-            Ok(Err(source)) => Err(StoreError::ZooKeeper {
-                servers: servers.to_string(),
-                path: path.to_string(),
-                source,
-            }),
-            Err(_) => Err(StoreError::ZooKeeper {
-                servers: servers.to_string(),
-                path: path.to_string(),
-                source: zk::Error::Timeout,
-            }),
-        }
+    let connect = zk::Client::connector()
+        .with_session_timeout(std::time::Duration::from_secs(10))
+        .with_fail_eagerly()
+        .connect(servers);
+    match tokio::time::timeout(std::time::Duration::from_secs(20), connect).await {
+        Ok(Ok(c)) => Ok(c),
+        Ok(Err(source)) => Err(zk_error(servers, path, source)),
+        Err(_) => Err(zk_error(servers, path, zk::Error::Timeout)),
     }
 }
 
