@@ -9,6 +9,7 @@ pub mod apiserver;
 pub mod devcluster;
 pub mod dispatch;
 pub mod election;
+pub mod executor;
 pub mod fit;
 pub mod flags;
 pub mod logging;
