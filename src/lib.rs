@@ -11,6 +11,7 @@ pub mod dispatch;
 pub mod election;
 pub mod executor;
 pub mod fit;
+pub mod kubeclient;
 pub mod flags;
 pub mod logging;
 pub mod manifest;

@@ -53,6 +53,16 @@ enum Role {
     /// schedulerName is --scheduler-name, places them on Mesos offers with
     /// the same matching as `km fit`, annotates each pod, then launches it.
     Scheduler(Box<km::scheduler::Args>),
+    /// The Mesos executor that runs pods on Docker the way a kubelet does.
+    ///
+    /// Started by the Mesos agent (the scheduler's ExecutorInfo runs
+    /// `km executor`), with the agent's MESOS_* environment. Binds each
+    /// launched pod to its node, runs its containers on Docker in a per-pod
+    /// cgroup under the executor's own, writes pod status, keeps the Node and
+    /// its Lease, and serves container logs on a kubelet-compatible HTTPS
+    /// endpoint. A small supervisor restarts the worker if it dies; the
+    /// worker re-adopts the running containers.
+    Executor(Box<km::executor::Args>),
     /// Print the version and git commit.
     Version,
 }
@@ -68,6 +78,7 @@ fn main() -> ExitCode {
         Role::Fit(a) => km::fit::run(a),
         Role::Apiserver(a) => serve(|stop| km::apiserver::run(a, stop)),
         Role::Scheduler(a) => serve(|stop| km::scheduler::run(*a, stop)),
+        Role::Executor(a) => serve(|stop| km::executor::run(*a, stop)),
         Role::DevMaster(a) => serve(|stop| km::devcluster::master::run(a, stop)),
         Role::DevAgent(a) => serve(|stop| km::devcluster::agent::run(a, stop)),
         Role::Version => {

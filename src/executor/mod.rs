@@ -12,8 +12,15 @@ pub mod kubelet_api;
 pub mod labels;
 pub mod node;
 pub mod pause;
+pub mod pod;
 pub mod probe;
 pub mod runtime;
 pub mod spec;
 pub mod status;
+pub mod supervise;
+pub mod tasks;
 pub mod volumes;
+
+mod run;
+
+pub use run::{Args, run};

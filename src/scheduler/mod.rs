@@ -129,22 +129,6 @@ pub struct DebugState {
     pub suppressed: bool,
 }
 
-async fn kube_client(path: Option<&PathBuf>) -> anyhow::Result<kube::Client> {
-    let config = match path {
-        Some(p) => {
-            let kc = kube::config::Kubeconfig::read_from(p)
-                .with_context(|| format!("--kubeconfig {}: cannot read it", p.display()))?;
-            kube::Config::from_custom_kubeconfig(kc, &Default::default())
-                .await
-                .with_context(|| format!("--kubeconfig {}: not usable", p.display()))?
-        }
-        None => kube::Config::infer()
-            .await
-            .context("no Kubernetes API configured: give --kubeconfig FILE or set KUBECONFIG")?,
-    };
-    kube::Client::try_from(config).context("cannot build the Kubernetes client")
-}
-
 /// Picks where the framework ID is kept.
 fn framework_store(
     args: &Args,
@@ -292,7 +276,7 @@ pub async fn run(args: Args, stop: CancellationToken) -> anyhow::Result<()> {
         e.validate()
             .context("--ha-retry-period, --ha-renew-deadline, --ha-lease-duration")?;
     }
-    let client = kube_client(args.kubeconfig.as_ref()).await?;
+    let client = crate::kubeclient::from_kubeconfig(args.kubeconfig.as_deref()).await?;
     client
         .apiserver_version()
         .await
