@@ -83,6 +83,49 @@ pub struct MatchingFlags {
     /// Directory of static pod manifests (YAML or JSON) every executor runs; each container needs cpu and memory limits.
     #[arg(long, env = "KM_STATIC_PODS_CONFIG", value_name = "DIR")]
     pub static_pods_config: Option<PathBuf>,
+    /// kubeconfig the executors use, a path on the agents [default: the scheduler's --kubeconfig].
+    #[arg(long, env = "KM_EXECUTOR_KUBECONFIG", value_name = "FILE")]
+    pub executor_kubeconfig: Option<PathBuf>,
+    /// Executors exit after being idle (no pods) this long; 0 never.
+    #[arg(long, default_value = "20m", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub executor_suicide_timeout: std::time::Duration,
+    /// Port of each executor's kubelet API (container logs); 0 picks a free port per executor.
+    #[arg(long, default_value_t = 10250, value_name = "PORT")]
+    pub executor_kubelet_port: u16,
+    /// Let executors run privileged containers.
+    #[arg(long)]
+    pub allow_privileged: bool,
+    /// Put pods under the executor's cgroup so the Mesos limits cover them (needs Docker's cgroupfs driver).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub contain_pod_resources: bool,
+}
+
+impl MatchingFlags {
+    /// The arguments after `km executor` (only those that differ from the
+    /// executor's defaults, so the executor id changes only when they do).
+    pub fn executor_args(&self) -> Vec<String> {
+        let mut args = Vec::new();
+        if let Some(k) = &self.executor_kubeconfig {
+            let abs = std::path::absolute(k).unwrap_or_else(|_| k.clone());
+            args.push(format!("--kubeconfig={}", abs.display()));
+        }
+        if self.executor_suicide_timeout != std::time::Duration::from_secs(20 * 60) {
+            args.push(format!(
+                "--suicide-timeout={}",
+                humantime::format_duration(self.executor_suicide_timeout)
+            ));
+        }
+        if self.executor_kubelet_port != 10250 {
+            args.push(format!("--kubelet-port={}", self.executor_kubelet_port));
+        }
+        if self.allow_privileged {
+            args.push("--allow-privileged".into());
+        }
+        if !self.contain_pod_resources {
+            args.push("--contain-pod-resources=false".into());
+        }
+        args
+    }
 }
 
 /// Everything matching needs, checked.
@@ -181,6 +224,7 @@ impl MatchingFlags {
             cpus: positive("--mesos-executor-cpus", self.mesos_executor_cpus, "0.25")?,
             mem_mb: positive("--mesos-executor-mem", self.mesos_executor_mem, "128")?,
             static_pods,
+            args: self.executor_args(),
             ..Default::default()
         };
         let executor = ExecutorPrototype::new(&executor_cfg, &defaults).map_err(|e| FlagError {

@@ -256,7 +256,11 @@ async fn serve(
 /// Runs the scheduler until `stop`.
 pub async fn run(args: Args, stop: CancellationToken) -> anyhow::Result<()> {
     crate::mesos::scheduler::install_crypto_provider();
-    let matching = args.matching.build()?;
+    let mut flags = args.matching.clone();
+    if flags.executor_kubeconfig.is_none() {
+        flags.executor_kubeconfig = args.kubeconfig.clone();
+    }
+    let matching = flags.build()?;
     let spec: MasterSpec = args
         .mesos_master
         .parse()

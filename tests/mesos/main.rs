@@ -3,6 +3,7 @@
 
 mod agent;
 mod executor;
+mod km_executor;
 mod km_scheduler;
 mod km_scheduler_ops;
 mod pymesos;
