@@ -7,6 +7,7 @@
 //! Kubernetes, keeps the Node and its Lease, and serves container logs on a
 //! kubelet-compatible endpoint.
 
+pub mod backoff;
 pub mod cgroup;
 pub mod kubelet_api;
 pub mod labels;
