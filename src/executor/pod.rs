@@ -476,6 +476,7 @@ impl Runner {
                     adopt: None,
                 };
                 let mut job = tokio::spawn(sup.run());
+                let mut kill = self.kill.clone();
                 let code = loop {
                     tokio::select! {
                         m = rx.recv() => match m {
@@ -483,7 +484,7 @@ impl Runner {
                             Some(Msg::Finished(_, _, code)) => break Some(code),
                             None => break None,
                         },
-                        _ = self.kill.wait_for(Option::is_some) => break None,
+                        _ = kill.wait_for(Option::is_some) => break None,
                     }
                 };
                 match code {
@@ -544,6 +545,7 @@ impl Runner {
         }
         drop(tx);
         let mut finished = vec![None; jobs.len()];
+        let mut kill = self.kill.clone();
         let killed = loop {
             if finished.iter().all(Option::is_some) {
                 break false;
@@ -554,7 +556,7 @@ impl Runner {
                     Some(Msg::Finished(_, i, code)) => { if let Some(f) = finished.get_mut(i) { *f = Some(code); } }
                     None => break false,
                 },
-                _ = self.kill.wait_for(Option::is_some) => break true,
+                _ = kill.wait_for(Option::is_some) => break true,
             }
         };
         if killed {

@@ -14,7 +14,7 @@ use super::kubelet_api::{self, Tls};
 use super::node::{self, NodeConfig};
 use super::pod::Host;
 use super::runtime::Runtime;
-use super::tasks::{self, Exit, LogIndex, Manager};
+use super::tasks::{self, LogIndex, Manager};
 use crate::mesos::executor::{self as client, ExecutorEnv, ExecutorEvent, Options};
 
 /// Flags of `km executor`. The Mesos agent supplies the rest through the

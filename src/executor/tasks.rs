@@ -140,7 +140,7 @@ pub struct Manager {
     host: Arc<Host>,
     tasks: HashMap<String, Entry>,
     reports_tx: mpsc::UnboundedSender<Report>,
-    bound_tx: mpsc::UnboundedSender<Bound>,
+    bound_tx: mpsc::UnboundedSender<BoundMsg>,
     checkpoints: PathBuf,
     logs: LogIndex,
 }
@@ -717,8 +717,8 @@ pub async fn bind(client: &kube::Client, pod: Pod, node: &str) -> Result<Pod, St
             "metadata": {"name": name, "namespace": ns, "uid": current.metadata.uid, "annotations": ours},
             "target": {"apiVersion": "v1", "kind": "Node", "name": node},
         });
-        let body = serde_json::to_vec(&binding).map_err(|e| e.to_string())?;
-        api.create_subresource::<serde_json::Value>("binding", &name, &PostParams::default(), body)
+        let _: serde_json::Value = api
+            .create_subresource("binding", &name, &PostParams::default(), &binding)
             .await
             .map_err(|e| format!("POST binding of {ns}/{name} to {node}: {e}"))?;
     } else if bound_to != node {
