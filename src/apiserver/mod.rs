@@ -16,6 +16,7 @@ pub mod kubeconfig;
 pub mod metrics;
 pub mod objects;
 pub mod openapi;
+pub mod podlog;
 pub mod resources;
 pub mod rest;
 pub mod selector;

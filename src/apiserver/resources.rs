@@ -146,7 +146,7 @@ pub static RESOURCES: &[Resource] = &[
         namespaced: true,
         short_names: &["po"],
         categories: ALL,
-        subresources: &["status", "binding"],
+        subresources: &["status", "binding", "log"],
         fields: &[
             ("spec.nodeName", &["spec", "nodeName"]),
             ("spec.schedulerName", &["spec", "schedulerName"]),

@@ -306,6 +306,12 @@ impl Api {
         headers: HeaderMap,
         body: Bytes,
     ) -> Result<Response, ApiError> {
+        if method == Method::GET && target.sub.as_deref() == Some("log") {
+            // Plain text from the kubelet, whatever the Accept header says.
+            if let Some(name) = target.name.as_deref() {
+                return super::podlog::serve(self, &target, name, &q).await;
+            }
+        }
         let fmt = format(&headers, &q)?;
         let t = &target;
         let r = t.resource;

@@ -246,6 +246,62 @@ pub fn load_server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, 
     build_server_config(chain, key_der)
 }
 
+/// A self-signed serving configuration (no CA), for endpoints whose clients do not verify the server,
+/// as kube-apiserver does not verify a kubelet unless given `--kubelet-certificate-authority`.
+///
+/// The certificate is named `common_name` and covers every entry of `names` (an IP address or a DNS
+/// name, as text) and every address of `ips`; it is valid for a year, back-dated an hour. The key lives
+/// only in memory.
+pub fn self_signed_config(
+    common_name: &str,
+    names: &[String],
+    ips: &[IpAddr],
+) -> Result<Arc<ServerConfig>, TlsError> {
+    let mut sans: Vec<San> = Vec::new();
+    for raw in names {
+        let value = raw.trim();
+        let san = if let Ok(ip) = value.parse::<IpAddr>() {
+            San::Ip(ip)
+        } else if is_dns_name(value) {
+            San::Dns(value.to_ascii_lowercase())
+        } else {
+            return Err(TlsError::InvalidSan(raw.clone()));
+        };
+        if !sans.contains(&san) {
+            sans.push(san);
+        }
+    }
+    for ip in ips {
+        if !sans.contains(&San::Ip(*ip)) {
+            sans.push(San::Ip(*ip));
+        }
+    }
+    let key = KeyPair::generate()?;
+    let mut params = CertificateParams::default();
+    params.distinguished_name = DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(DnType::CommonName, common_name);
+    params.subject_alt_names = sans.iter().map(San::to_rcgen).collect::<Result<_, _>>()?;
+    params.is_ca = IsCa::ExplicitNoCa;
+    params.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    params.serial_number = Some(random_serial()?);
+    let not_before = unix_now().saturating_sub(BACKDATE);
+    params.not_before = rcgen::date_time_ymd(1970, 1, 1) + Duration::from_secs(not_before);
+    params.not_after =
+        rcgen::date_time_ymd(1970, 1, 1) + Duration::from_secs(not_before + SERVING_LIFETIME);
+    let cert = params.self_signed(&key)?;
+    let key_der = PrivateKeyDer::try_from(key.serialize_der()).map_err(|reason| TlsError::Pem {
+        path: PathBuf::from("<generated key>"),
+        reason: reason.to_string(),
+    })?;
+    build_server_config(vec![cert.der().clone()], key_der)
+}
+
 /// Serves `router` over TLS on `listener` until `shutdown` is cancelled.
 ///
 /// ALPN offers `h2` and `http/1.1`; both protocols (and HTTP/1.1 upgrades) are served by hyper-util's

@@ -163,7 +163,7 @@ pub fn spawn(
 enum Msg {
     Record(ContainerKind, usize, ContainerRecord),
     /// Exited for good with this code.
-    Finished(ContainerKind, usize, i32),
+    Finished(usize, i32),
 }
 
 struct Runner {
@@ -481,7 +481,7 @@ impl Runner {
                     tokio::select! {
                         m = rx.recv() => match m {
                             Some(Msg::Record(k, i, r)) => { self.record(k, i, r); self.publish(None); }
-                            Some(Msg::Finished(_, _, code)) => break Some(code),
+                            Some(Msg::Finished(_, code)) => break Some(code),
                             None => break None,
                         },
                         _ = kill.wait_for(Option::is_some) => break None,
@@ -553,7 +553,7 @@ impl Runner {
             tokio::select! {
                 m = rx.recv() => match m {
                     Some(Msg::Record(k, i, r)) => { self.record(k, i, r); self.publish(None); }
-                    Some(Msg::Finished(_, i, code)) => { if let Some(f) = finished.get_mut(i) { *f = Some(code); } }
+                    Some(Msg::Finished(i, code)) => { if let Some(f) = finished.get_mut(i) { *f = Some(code); } }
                     None => break false,
                 },
                 _ = kill.wait_for(Option::is_some) => break true,
@@ -777,7 +777,7 @@ impl Supervisor {
             }
             if !self.restarts(code) {
                 self.send(&rec);
-                let _ = self.tx.send(Msg::Finished(self.kind, self.index, code));
+                let _ = self.tx.send(Msg::Finished(self.index, code));
                 return;
             }
             let delay = backoff.next(started.elapsed());
