@@ -31,8 +31,10 @@ struct ApiCli {
 /// Everything one test needs, torn down on drop of `stop` (containers are
 /// removed by the executor's shutdown; leftovers by [`Node::cleanup`]).
 pub(crate) struct Node {
-    pub dir: tempfile::TempDir,
+    pub _dir: tempfile::TempDir,
     pub kubeconfig: PathBuf,
+    /// The test's own namespace: its containers carry it as a label.
+    pub ns: String,
     pub client: kube::Client,
     pub master: String,
     pub agent_port: u16,
@@ -121,9 +123,14 @@ pub(crate) async fn node(resources: &str, extra: &[&str]) -> Node {
     flags.extend(extra.iter().map(|s| s.to_string()));
     let args = <SchedulerCli as clap::Parser>::parse_from(flags).args;
     tokio::spawn(km::scheduler::run(args, stop.child_token()));
+    let ns = format!("t{agent_port}");
+    let nsobj: k8s_openapi::api::core::v1::Namespace =
+        serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap();
+    Api::all(client.clone()).create(&PostParams::default(), &nsobj).await.unwrap();
     Node {
-        dir,
+        _dir: dir,
         kubeconfig,
+        ns,
         client,
         master,
         agent_port,
@@ -135,17 +142,28 @@ pub(crate) async fn node(resources: &str, extra: &[&str]) -> Node {
     }
 }
 
+/// Whatever happens to the test, no container of it outlives it.
+impl Drop for Node {
+    fn drop(&mut self) {
+        let ids = docker(&["ps", "-aq", "--filter", &format!("label=io.kubernetes.pod.namespace={}", self.ns)]);
+        for id in ids.lines() {
+            docker(&["rm", "-f", id]);
+        }
+    }
+}
+
 impl Node {
     /// Stops the agent (its executors shut down and remove their
     /// containers), then everything else.
-    pub async fn shutdown(self) {
+    pub async fn shutdown(mut self) {
         self.agent_stop.cancel();
-        let _ = tokio::time::timeout(Duration::from_secs(30), self.agent).await;
+        let agent = std::mem::replace(&mut self.agent, tokio::spawn(async { Ok(()) }));
+        let _ = tokio::time::timeout(Duration::from_secs(30), agent).await;
         self.stop.cancel();
     }
 
     pub fn pods(&self) -> Api<Pod> {
-        Api::namespaced(self.client.clone(), "default")
+        Api::namespaced(self.client.clone(), &self.ns)
     }
 
     pub async fn create(&self, pod: Value) -> Pod {
@@ -344,10 +362,16 @@ async fn a_pod_runs_on_docker_shares_localhost_and_answers_on_its_host_port() {
             .map(|e| e.path().join(format!("km-pod-{uid}")))
             .filter(|p| p.exists())
             .collect();
-        assert_eq!(pod_dirs.len(), 1, "one pod cgroup under the executor's cgroup");
+        let web_id = web.container_id.as_deref().unwrap().trim_start_matches("docker://");
+        assert_eq!(
+            pod_dirs.len(),
+            1,
+            "one pod cgroup under the executor's cgroup {}; the container's parent is {}",
+            mem_root.display(),
+            docker(&["inspect", "-f", "{{.HostConfig.CgroupParent}}", web_id])
+        );
         let pod_mem = &pod_dirs[0];
         assert_eq!(read_cgroup(pod_mem, "memory.limit_in_bytes"), (96u64 << 20).to_string());
-        let web_id = web.container_id.as_deref().unwrap().trim_start_matches("docker://");
         assert_eq!(read_cgroup(&pod_mem.join(web_id), "memory.limit_in_bytes"), (64u64 << 20).to_string());
         let cpu_pod = PathBuf::from("/sys/fs/cgroup/cpu")
             .join(pod_mem.strip_prefix("/sys/fs/cgroup/memory").unwrap());

@@ -266,7 +266,13 @@ impl ContainerCgroup for FsCgroup {
     fn add_process(&self, pid: u32) -> Result<(), CgroupError> {
         self.cg
             .add_task_by_tgid(CgroupPid::from(u64::from(pid)))
-            .map_err(|e| err(&self.path, "adding a process", e))
+            .map_err(|e| err(&self.path, "adding a process", e))?;
+        // The process may have started children before it was moved (the
+        // move follows the spawn); they go too. Later children inherit.
+        for child in descendants(pid) {
+            let _ = self.cg.add_task_by_tgid(CgroupPid::from(u64::from(child)));
+        }
+        Ok(())
     }
 
     fn processes(&self) -> Vec<u32> {
@@ -280,6 +286,27 @@ impl ContainerCgroup for FsCgroup {
     fn destroy(&self) -> Result<(), CgroupError> {
         self.cg.delete().map_err(|e| err(&self.path, "removing", e))
     }
+}
+
+/// The descendants of `pid`, from `/proc/<pid>/task/*/children`.
+fn descendants(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    let mut todo = vec![pid];
+    while let Some(p) = todo.pop() {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{p}/task")) else {
+            continue;
+        };
+        for t in tasks.flatten() {
+            let children = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
+            for c in children.split_whitespace().filter_map(|c| c.parse::<u32>().ok()) {
+                if !out.contains(&c) {
+                    out.push(c);
+                    todo.push(c);
+                }
+            }
+        }
+    }
+    out
 }
 
 /// No cgroups: every operation succeeds and limits nothing.

@@ -561,20 +561,18 @@ pub async fn state(State(app): State<Arc<App>>) -> Response {
         .frameworks
         .values()
         .map(|f| {
-            let tasks: Vec<_> = m
-                .tasks
-                .values()
-                .filter(|t| t.framework_id == f.id)
-                .map(|t| {
-                    let state = crate::mesos::proto::v1::TaskState::try_from(t.status.state)
-                        .map(|s| s.as_str_name().to_string())
-                        .unwrap_or_default();
-                    json!({"id": t.info.task_id.value, "name": t.info.name, "agent_id": t.agent_id,
-                           "executor_id": t.executor_id, "state": state})
-                })
-                .collect();
+            let task_json = |t: &super::state::Task| {
+                let state = crate::mesos::proto::v1::TaskState::try_from(t.status.state)
+                    .map(|s| s.as_str_name().to_string())
+                    .unwrap_or_default();
+                json!({"id": t.info.task_id.value, "name": t.info.name, "agent_id": t.agent_id,
+                       "executor_id": t.executor_id, "state": state})
+            };
+            let tasks: Vec<_> = m.tasks.values().filter(|t| t.framework_id == f.id).map(task_json).collect();
+            let completed: Vec<_> = m.completed.iter().filter(|t| t.framework_id == f.id).map(task_json).collect();
             json!({"id": f.id, "name": f.info.name, "active": f.conn.is_some(), "roles": f.roles(),
-                   "checkpoint": f.info.checkpoint.unwrap_or(false), "tasks": tasks})
+                   "checkpoint": f.info.checkpoint.unwrap_or(false), "tasks": tasks,
+                   "completed_tasks": completed})
         })
         .collect();
     axum::Json(json!({

@@ -161,6 +161,9 @@ pub enum Timer {
     },
 }
 
+/// How many ended tasks `/state` keeps.
+pub const COMPLETED_TASKS: usize = 1000;
+
 /// Everything the master knows.
 #[derive(Debug)]
 pub struct Master {
@@ -178,6 +181,8 @@ pub struct Master {
     pub offers: HashMap<String, OfferRec>,
     /// Tasks by (framework id, task id).
     pub tasks: BTreeMap<(String, String), Task>,
+    /// The last [`COMPLETED_TASKS`] tasks that ended (state.json's `completed_tasks`).
+    pub completed: std::collections::VecDeque<Task>,
     /// Timers to schedule (drained by the async layer).
     pub timers: Vec<(Duration, Timer)>,
     /// How long a disconnected agent is kept.
@@ -278,6 +283,7 @@ impl Master {
             agents: BTreeMap::new(),
             offers: HashMap::new(),
             tasks: BTreeMap::new(),
+            completed: Default::default(),
             timers: Vec::new(),
             agent_timeout,
             next_framework: 0,
@@ -1167,8 +1173,12 @@ impl Master {
         let key = (framework_id.to_string(), ack.task_id.value.clone());
         if let Some(t) = self.tasks.get(&key)
             && t.terminal_uuid.as_deref() == Some(ack.uuid.as_slice())
+            && let Some(t) = self.tasks.remove(&key)
         {
-            self.tasks.remove(&key);
+            if self.completed.len() >= COMPLETED_TASKS {
+                self.completed.pop_front();
+            }
+            self.completed.push_back(t);
         }
         let e = AgentEvent {
             r#type: Some(agent_event::Type::Acknowledge as i32),
