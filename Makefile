@@ -40,6 +40,7 @@ bench:
 	$(CARGO) bench --bench devmaster
 	$(CARGO) bench --bench apiserver
 	$(CARGO) bench --bench scheduler
+	$(CARGO) bench --bench executor
 
 install: release
 	install -d $(DESTDIR)$(PREFIX)/bin

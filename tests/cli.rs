@@ -61,7 +61,9 @@ fn unknown_role_names_the_known_ones() {
     assert_eq!(code, 2);
     assert!(err.contains("unknown role schedule"), "{err}");
     assert!(
-        err.contains("known roles: fit, dev-master, dev-agent, apiserver, scheduler, executor, version"),
+        err.contains(
+            "known roles: fit, dev-master, dev-agent, apiserver, scheduler, executor, version"
+        ),
         "{err}"
     );
 }

@@ -123,11 +123,8 @@ impl PodCgroups {
             .ok_or_else(|| op(rel, "finding the cpu controller", "not mounted"))?;
         cpu.set_shares(limits.cpu_shares.max(2))
             .map_err(|e| op(rel, "writing cpu.shares", e))?;
-        cpu.set_cfs_quota_and_period(
-            Some(limits.cpu_quota_us.unwrap_or(-1)),
-            Some(CFS_PERIOD_US),
-        )
-        .map_err(|e| op(rel, "writing the CFS quota", e))?;
+        cpu.set_cfs_quota_and_period(Some(limits.cpu_quota_us.unwrap_or(-1)), Some(CFS_PERIOD_US))
+            .map_err(|e| op(rel, "writing the CFS quota", e))?;
         let mem: &MemController = cg
             .controller_of()
             .ok_or_else(|| op(rel, "finding the memory controller", "not mounted"))?;
@@ -160,8 +157,12 @@ impl PodCgroups {
             .iter()
             .map(|s| s.to_controller().path().to_path_buf())
             .find(|p| {
-                p.components()
-                    .any(|c| c.as_os_str().to_string_lossy().split(',').any(|n| n == controller))
+                p.components().any(|c| {
+                    c.as_os_str()
+                        .to_string_lossy()
+                        .split(',')
+                        .any(|n| n == controller)
+                })
             })
     }
 }
@@ -228,8 +229,14 @@ pub fn pod_limits(app: &[PodLimits], init: &[PodLimits]) -> PodLimits {
     let mut total = sum(app);
     for i in init {
         total.cpu_shares = total.cpu_shares.max(i.cpu_shares);
-        total.cpu_quota_us = total.cpu_quota_us.zip(i.cpu_quota_us).map(|(a, b)| a.max(b));
-        total.memory_bytes = total.memory_bytes.zip(i.memory_bytes).map(|(a, b)| a.max(b));
+        total.cpu_quota_us = total
+            .cpu_quota_us
+            .zip(i.cpu_quota_us)
+            .map(|(a, b)| a.max(b));
+        total.memory_bytes = total
+            .memory_bytes
+            .zip(i.memory_bytes)
+            .map(|(a, b)| a.max(b));
     }
     if app.is_empty() && init.is_empty() {
         total.cpu_quota_us = None;
@@ -250,7 +257,10 @@ mod tests {
             own_cgroup("1:cpu,cpuacct:/x\n0::/y\n").as_deref(),
             Some("/x")
         );
-        assert_eq!(own_cgroup("0::/system.slice/km\n").as_deref(), Some("/system.slice/km"));
+        assert_eq!(
+            own_cgroup("0::/system.slice/km\n").as_deref(),
+            Some("/system.slice/km")
+        );
         assert_eq!(own_cgroup(""), None);
     }
 
@@ -272,7 +282,12 @@ mod tests {
         let e = PodCgroups::new(true, "systemd").unwrap_err().to_string();
         assert!(e.contains("native.cgroupdriver=cgroupfs"), "{e}");
         assert!(e.contains("--contain-pod-resources=false"), "{e}");
-        assert!(PodCgroups::new(false, "systemd").unwrap().pod_path("u").is_none());
+        assert!(
+            PodCgroups::new(false, "systemd")
+                .unwrap()
+                .pod_path("u")
+                .is_none()
+        );
     }
 
     #[test]
@@ -329,7 +344,10 @@ mod tests {
         assert_eq!(path, format!("/{parent}/km-pod-uid-1"));
         let mem = c.controller_dir("uid-1", "memory").unwrap();
         let read = |d: &PathBuf, f: &str| std::fs::read_to_string(d.join(f)).unwrap();
-        assert_eq!(read(&mem, "memory.limit_in_bytes").trim(), (48u64 << 20).to_string());
+        assert_eq!(
+            read(&mem, "memory.limit_in_bytes").trim(),
+            (48u64 << 20).to_string()
+        );
         let cpu = c.controller_dir("uid-1", "cpu").unwrap();
         assert_eq!(read(&cpu, "cpu.shares").trim(), "256");
         assert_eq!(read(&cpu, "cpu.cfs_quota_us").trim(), "20000");

@@ -161,7 +161,7 @@ pub fn spawn(
 
 /// A message from a container supervisor to its pod.
 enum Msg {
-    Record(ContainerKind, usize, ContainerRecord),
+    Record(ContainerKind, usize, Box<ContainerRecord>),
     /// Exited for good with this code.
     Finished(usize, i32),
 }
@@ -367,7 +367,10 @@ impl Runner {
                 && c.running
         });
         let (infra_id, infra_ip) = match existing {
-            Some(c) => (c.id.clone(), c.ip_address.as_deref().and_then(|s| s.parse().ok())),
+            Some(c) => (
+                c.id.clone(),
+                c.ip_address.as_deref().and_then(|s| s.parse().ok()),
+            ),
             None => {
                 let ctx = PodContext {
                     pod: &self.pod,
@@ -455,9 +458,9 @@ impl Runner {
             .spec
             .as_ref()
             .and_then(|s| s.restart_policy.clone());
-        let adopted_app = adopt.iter().any(|c| {
-            c.labels.get(labels::CONTAINER_KIND).map(String::as_str) == Some("app")
-        });
+        let adopted_app = adopt
+            .iter()
+            .any(|c| c.labels.get(labels::CONTAINER_KIND).map(String::as_str) == Some("app"));
         // Init containers, in order (skipped when the pod was adopted with
         // its containers already past them).
         self.stage = Stage::Initializing;
@@ -480,7 +483,7 @@ impl Runner {
                 let code = loop {
                     tokio::select! {
                         m = rx.recv() => match m {
-                            Some(Msg::Record(k, i, r)) => { self.record(k, i, r); self.publish(None); }
+                            Some(Msg::Record(k, i, r)) => { self.record(k, i, *r); self.publish(None); }
                             Some(Msg::Finished(_, code)) => break Some(code),
                             None => break None,
                         },
@@ -491,7 +494,8 @@ impl Runner {
                     Some(0) => continue,
                     Some(code) => {
                         let _ = (&mut job).await;
-                        let why = format!("init container {} exited with {code}", self.init[i].name);
+                        let why =
+                            format!("init container {} exited with {code}", self.init[i].name);
                         self.publish(None);
                         self.teardown(&sb, stop, &grace).await;
                         return Outcome::Failed(why);
@@ -501,7 +505,7 @@ impl Runner {
                         stop.cancel();
                         let _ = job.await;
                         while let Ok(Msg::Record(k, i, r)) = rx.try_recv() {
-                            self.record(k, i, r);
+                            self.record(k, i, *r);
                         }
                         self.stage = Stage::Terminating;
                         self.publish(Some("Killed"));
@@ -552,7 +556,7 @@ impl Runner {
             }
             tokio::select! {
                 m = rx.recv() => match m {
-                    Some(Msg::Record(k, i, r)) => { self.record(k, i, r); self.publish(None); }
+                    Some(Msg::Record(k, i, r)) => { self.record(k, i, *r); self.publish(None); }
                     Some(Msg::Finished(i, code)) => { if let Some(f) = finished.get_mut(i) { *f = Some(code); } }
                     None => break false,
                 },
@@ -568,7 +572,7 @@ impl Runner {
             }
             while let Ok(m) = rx.try_recv() {
                 if let Msg::Record(k, i, r) = m {
-                    self.record(k, i, r);
+                    self.record(k, i, *r);
                 }
             }
             self.publish(Some("Killed"));
@@ -580,7 +584,7 @@ impl Runner {
         }
         while let Ok(m) = rx.try_recv() {
             if let Msg::Record(k, i, r) = m {
-                self.record(k, i, r);
+                self.record(k, i, *r);
             }
         }
         self.publish(None);
@@ -653,22 +657,22 @@ struct Supervisor {
 
 /// How one run of a container ended.
 enum RunEnd {
-    Exited(ContainerInfo),
+    Exited(Box<ContainerInfo>),
     Stopped,
 }
 
 impl Supervisor {
     fn send(&self, r: &ContainerRecord) {
-        let _ = self.tx.send(Msg::Record(self.kind, self.index, r.clone()));
+        let _ = self
+            .tx
+            .send(Msg::Record(self.kind, self.index, Box::new(r.clone())));
     }
 
     fn restarts(&self, code: i32) -> bool {
         match self.kind {
             // Init containers never restart after success; "Always" means
             // "OnFailure" for them.
-            ContainerKind::Init => {
-                code != 0 && self.policy.as_deref() != Some("Never")
-            }
+            ContainerKind::Init => code != 0 && self.policy.as_deref() != Some("Never"),
             ContainerKind::App => status::should_restart(self.policy.as_deref(), code),
         }
     }
@@ -759,7 +763,7 @@ impl Supervisor {
                     self.send(&rec);
                     return;
                 }
-                RunEnd::Exited(info) => info,
+                RunEnd::Exited(info) => *info,
             };
             let t = terminated_of(&info);
             let code = t.exit_code;
@@ -805,8 +809,7 @@ impl Supervisor {
         image: &str,
     ) -> Result<(String, String), (&'static str, String)> {
         let rt = &self.sb.host.runtime;
-        let policy =
-            PullPolicy::for_container(self.container.image_pull_policy.as_deref(), image);
+        let policy = PullPolicy::for_container(self.container.image_pull_policy.as_deref(), image);
         let image_id = match rt.ensure_image(image, policy).await {
             Ok(id) => id,
             Err(e @ RuntimeError::ImageNeverPull { .. }) => {
@@ -873,15 +876,18 @@ impl Supervisor {
         let has_startup = self.container.startup_probe.is_some();
         if !has_startup {
             liveness = spawn_probe(ProbeKind::Liveness, self.container.liveness_probe.as_ref());
-            readiness = spawn_probe(ProbeKind::Readiness, self.container.readiness_probe.as_ref());
+            readiness = spawn_probe(
+                ProbeKind::Readiness,
+                self.container.readiness_probe.as_ref(),
+            );
         }
         let mut exited = rt.wait(id).boxed();
         let end = loop {
             tokio::select! {
                 _ = &mut exited => {
                     break match rt.inspect(id).await {
-                        Ok(info) => RunEnd::Exited(info),
-                        Err(_) => RunEnd::Exited(ContainerInfo { id: id.to_string(), exit_code: Some(137), error: "container vanished".into(), ..Default::default() }),
+                        Ok(info) => RunEnd::Exited(Box::new(info)),
+                        Err(_) => RunEnd::Exited(Box::new(ContainerInfo { id: id.to_string(), exit_code: Some(137), error: "container vanished".into(), ..Default::default() })),
                     };
                 }
                 _ = self.stop.cancelled() => break RunEnd::Stopped,

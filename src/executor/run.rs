@@ -133,11 +133,17 @@ async fn worker(args: Args, stop: CancellationToken) -> anyhow::Result<()> {
             "MESOS_EXECUTOR_ID".to_string(),
             env.executor_id.value.clone(),
         )],
-        max_grace: env.shutdown_grace_period.saturating_sub(Duration::from_secs(1)).max(Duration::from_secs(1)),
+        max_grace: env
+            .shutdown_grace_period
+            .saturating_sub(Duration::from_secs(1))
+            .max(Duration::from_secs(1)),
     });
     // The kubelet API, then the Node that advertises it.
     let logs = LogIndex::default();
-    let tls = match (&args.kubelet_tls_cert_file, &args.kubelet_tls_private_key_file) {
+    let tls = match (
+        &args.kubelet_tls_cert_file,
+        &args.kubelet_tls_private_key_file,
+    ) {
         (Some(c), Some(k)) => Tls::from_files(c, k)?,
         _ => Tls::self_signed(
             std::slice::from_ref(&node_name),
@@ -178,17 +184,17 @@ async fn worker(args: Args, stop: CancellationToken) -> anyhow::Result<()> {
         Duration::from_secs(60),
         api_stop.clone(),
     ));
-    let (mut manager, reports, bound_rx) = Manager::new(
-        exec,
-        host,
-        sandbox.join(tasks::CHECKPOINT_DIR),
-        logs,
-    );
+    let (mut manager, reports, bound_rx) =
+        Manager::new(exec, host, sandbox.join(tasks::CHECKPOINT_DIR), logs);
     manager.recover().await;
     let statics = static_pods(subscribed.executor_info.data.as_deref());
     manager.start_static(statics).await;
     let suicide = (!args.suicide_timeout.is_zero()).then_some(args.suicide_timeout);
-    tracing::info!(node = node_name, kubelet_port = bound.port(), "km executor ready");
+    tracing::info!(
+        node = node_name,
+        kubelet_port = bound.port(),
+        "km executor ready"
+    );
     let exit = manager.run(events, reports, bound_rx, suicide, stop).await;
     api_stop.cancel();
     tracing::info!(?exit, "km executor exiting");

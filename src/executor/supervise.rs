@@ -84,9 +84,16 @@ mod tests {
 
     #[test]
     fn the_worker_runs_the_executor_role_with_the_same_flags() {
-        let a = worker_args(vec!["km".into(), "executor".into(), "--suicide-timeout=1m".into()]);
+        let a = worker_args(vec![
+            "km".into(),
+            "executor".into(),
+            "--suicide-timeout=1m".into(),
+        ]);
         assert_eq!(a, ["executor", "--suicide-timeout=1m", "--worker"]);
-        let b = worker_args(vec!["/usr/bin/k8sm-executor".into(), "--allow-privileged".into()]);
+        let b = worker_args(vec![
+            "/usr/bin/k8sm-executor".into(),
+            "--allow-privileged".into(),
+        ]);
         assert_eq!(b, ["executor", "--allow-privileged", "--worker"]);
     }
 }

@@ -47,6 +47,8 @@ struct Entry {
     is_static: bool,
     /// The status writer of this pod.
     status: watch::Sender<Option<PodStatus>>,
+    /// When LAUNCH arrived (or the task was re-adopted).
+    launched_at: std::time::Instant,
 }
 
 /// What a launch ends in, reported back to the manager's loop.
@@ -88,23 +90,28 @@ impl Logs for LogIndex {
             .expect("container ids lock")
             .get(container)
             .cloned()
-            .ok_or_else(|| format!("container {container} of pod {namespace}/{pod} has not started"))?;
+            .ok_or_else(|| {
+                format!("container {container} of pod {namespace}/{pod} has not started")
+            })?;
         let id = if query.previous {
             previous.ok_or_else(|| {
                 format!("previous terminated container {container} in pod {pod} not found")
             })?
         } else {
-            current.or(previous).ok_or_else(|| {
-                format!("container {container} in pod {pod} is waiting to start")
-            })?
+            current
+                .or(previous)
+                .ok_or_else(|| format!("container {container} in pod {pod} is waiting to start"))?
         };
-        let since = query.since_seconds.map(|s| unix_now() - s as i64).or_else(|| {
-            query.since_time.as_deref().and_then(|t| {
-                t.parse::<k8s_openapi::jiff::Timestamp>()
-                    .ok()
-                    .map(|ts| ts.as_second())
-            })
-        });
+        let since = query
+            .since_seconds
+            .map(|s| unix_now() - s as i64)
+            .or_else(|| {
+                query.since_time.as_deref().and_then(|t| {
+                    t.parse::<k8s_openapi::jiff::Timestamp>()
+                        .ok()
+                        .map(|ts| ts.as_second())
+                })
+            });
         let opts = LogOptions {
             follow: query.follow,
             tail: query.tail_lines,
@@ -196,7 +203,11 @@ impl Manager {
         host: Arc<Host>,
         checkpoints: PathBuf,
         logs: LogIndex,
-    ) -> (Manager, mpsc::UnboundedReceiver<Report>, mpsc::UnboundedReceiver<BoundMsg>) {
+    ) -> (
+        Manager,
+        mpsc::UnboundedReceiver<Report>,
+        mpsc::UnboundedReceiver<BoundMsg>,
+    ) {
         let (reports_tx, reports_rx) = mpsc::unbounded_channel();
         let (bound_tx, bound_rx) = mpsc::unbounded_channel();
         *logs.runtime.lock().expect("log index lock") = Some(host.runtime.clone());
@@ -231,7 +242,13 @@ impl Manager {
     fn checkpoint_path(&self, task_id: &str) -> PathBuf {
         let safe: String = task_id
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '_' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                    c
+                } else {
+                    '_'
+                }
+            })
             .collect();
         self.checkpoints.join(format!("{safe}.pb"))
     }
@@ -273,9 +290,17 @@ impl Manager {
             .unwrap_or_default();
         let ids: Vec<&str> = known.iter().map(|t| t.task_id.value.as_str()).collect();
         for c in &mine {
-            let task = c.labels.get(labels::TASK_ID).map(String::as_str).unwrap_or("");
+            let task = c
+                .labels
+                .get(labels::TASK_ID)
+                .map(String::as_str)
+                .unwrap_or("");
             if !ids.contains(&task) {
-                tracing::info!(container = c.name, task, "removing an orphan container of no known task");
+                tracing::info!(
+                    container = c.name,
+                    task,
+                    "removing an orphan container of no known task"
+                );
                 let _ = rt.stop(&c.id, Duration::from_secs(2)).await;
                 let _ = rt.remove(&c.id).await;
             }
@@ -308,7 +333,11 @@ impl Manager {
 
     fn insert(&mut self, info: v1::TaskInfo, pod: &Pod, is_static: bool) {
         let (tx, rx) = watch::channel(None);
-        let namespace = pod.metadata.namespace.clone().unwrap_or_else(|| "default".into());
+        let namespace = pod
+            .metadata
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".into());
         let name = pod.metadata.name.clone().unwrap_or_default();
         tokio::spawn(write_status(
             Api::namespaced(self.host.client.clone(), &namespace),
@@ -327,6 +356,7 @@ impl Manager {
                 killed_early: false,
                 is_static,
                 status: tx,
+                launched_at: std::time::Instant::now(),
             },
         );
     }
@@ -407,8 +437,11 @@ impl Manager {
             }
             Bound::Failed { task_id, message } => {
                 tracing::warn!(task = task_id, message, "binding failed");
-                self.finish(&task_id, Outcome::Failed(format!("binding failed: {message}")))
-                    .await;
+                self.finish(
+                    &task_id,
+                    Outcome::Failed(format!("binding failed: {message}")),
+                )
+                .await;
             }
         }
     }
@@ -419,7 +452,10 @@ impl Manager {
             .and_then(|p| p.grace_period)
             .map(|d| Duration::from_nanos(d.nanoseconds.max(0) as u64));
         let Some(e) = self.tasks.get_mut(&task_id.value) else {
-            tracing::info!(task = task_id.value, "KILL of a task this executor does not run");
+            tracing::info!(
+                task = task_id.value,
+                "KILL of a task this executor does not run"
+            );
             let mut st = v1::TaskStatus {
                 task_id: task_id.clone(),
                 state: v1::TaskState::TaskLost as i32,
@@ -446,11 +482,15 @@ impl Manager {
                 let _ = e.status.send(Some((*status).clone()));
                 if phase == "Running" && !e.running_sent && !e.is_static {
                     e.running_sent = true;
+                    tracing::info!(
+                        task = task_id,
+                        launch_ms = e.launched_at.elapsed().as_millis() as u64,
+                        "task running"
+                    );
                     let mut st = self::status(&e.info, v1::TaskState::TaskRunning);
                     st.message = Some(format!("pod-running:{}_{}", e.name, e.namespace));
                     st.data = serde_json::to_vec(&*status).ok();
-                    let st2 = st;
-                    self.update(st2).await;
+                    self.update(st).await;
                 }
             }
             Report::Done { task_id, outcome } => self.finish(&task_id, outcome).await,
@@ -463,11 +503,15 @@ impl Manager {
         let Some(e) = self.tasks.remove(task_id) else {
             return;
         };
-        self.logs
-            .pods
-            .lock()
-            .expect("log index lock")
-            .remove(&(e.namespace.clone(), e.name.clone()));
+        // A finished pod keeps its exited containers, and their logs stay
+        // readable; a killed pod's containers are gone.
+        if outcome == Outcome::Killed {
+            self.logs
+                .pods
+                .lock()
+                .expect("log index lock")
+                .remove(&(e.namespace.clone(), e.name.clone()));
+        }
         let _ = std::fs::remove_file(self.checkpoint_path(task_id));
         if e.is_static {
             return;
@@ -506,7 +550,8 @@ impl Manager {
                 }
             }
             Outcome::Failed(m) if e.handle.is_none() => {
-                let patch = json!({"status": {"phase": "Failed", "reason": "LaunchFailed", "message": m}});
+                let patch =
+                    json!({"status": {"phase": "Failed", "reason": "LaunchFailed", "message": m}});
                 let _ = api
                     .patch_status(&e.name, &PatchParams::default(), &Patch::Merge(patch))
                     .await;
@@ -634,7 +679,11 @@ impl Manager {
         for mut p in pods {
             let base = p.metadata.name.clone().unwrap_or_default();
             let name = format!("{base}-{}", self.host.node_name);
-            let ns = p.metadata.namespace.clone().unwrap_or_else(|| "default".into());
+            let ns = p
+                .metadata
+                .namespace
+                .clone()
+                .unwrap_or_else(|| "default".into());
             p.metadata.name = Some(name.clone());
             p.metadata.namespace = Some(ns.clone());
             let a = p.metadata.annotations.get_or_insert_with(BTreeMap::new);
@@ -683,7 +732,11 @@ pub struct BoundMsg(Bound);
 /// Binds the pod to `node` with the scheduler's annotations (or, when it is
 /// already bound there, writes the annotations); returns the pod as bound.
 pub async fn bind(client: &kube::Client, pod: Pod, node: &str) -> Result<Pod, String> {
-    let ns = pod.metadata.namespace.clone().unwrap_or_else(|| "default".into());
+    let ns = pod
+        .metadata
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".into());
     let name = pod.metadata.name.clone().unwrap_or_default();
     let api: Api<Pod> = Api::namespaced(client.clone(), &ns);
     let current = api
@@ -692,7 +745,9 @@ pub async fn bind(client: &kube::Client, pod: Pod, node: &str) -> Result<Pod, St
         .map_err(|e| format!("reading pod {ns}/{name}: {e}"))?
         .ok_or_else(|| format!("pod {ns}/{name} no longer exists"))?;
     if pod.metadata.uid.is_some() && current.metadata.uid != pod.metadata.uid {
-        return Err(format!("pod {ns}/{name} was replaced by another pod of the same name"));
+        return Err(format!(
+            "pod {ns}/{name} was replaced by another pod of the same name"
+        ));
     }
     if current.metadata.deletion_timestamp.is_some() {
         return Err(format!("pod {ns}/{name} is being deleted"));
@@ -722,7 +777,9 @@ pub async fn bind(client: &kube::Client, pod: Pod, node: &str) -> Result<Pod, St
             .await
             .map_err(|e| format!("POST binding of {ns}/{name} to {node}: {e}"))?;
     } else if bound_to != node {
-        return Err(format!("pod {ns}/{name} is bound to node {bound_to}, not {node}"));
+        return Err(format!(
+            "pod {ns}/{name} is bound to node {bound_to}, not {node}"
+        ));
     } else {
         let patch = json!({"metadata": {"annotations": ours}});
         api.patch(&name, &PatchParams::default(), &Patch::Merge(patch))
@@ -741,11 +798,7 @@ pub async fn bind(client: &kube::Client, pod: Pod, node: &str) -> Result<Pod, St
 
 /// Writes a pod's status through the status subresource, coalesced: only
 /// the latest status is written, and nothing when it did not change.
-async fn write_status(
-    api: Api<Pod>,
-    name: String,
-    mut rx: watch::Receiver<Option<PodStatus>>,
-) {
+async fn write_status(api: Api<Pod>, name: String, mut rx: watch::Receiver<Option<PodStatus>>) {
     while rx.changed().await.is_ok() {
         let Some(st) = rx.borrow_and_update().clone() else {
             continue;

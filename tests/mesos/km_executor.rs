@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
-use kube::api::{DeleteParams, PostParams};
+use kube::api::PostParams;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
@@ -66,7 +66,14 @@ pub(crate) async fn node(resources: &str, extra: &[&str]) -> Node {
     km::apiserver::kubeconfig::write_kubeconfig(&kubeconfig, &url, None, None).unwrap();
     let client = kube::Client::try_from(kube::Config::new(url.parse().unwrap())).unwrap();
     let running = km::devcluster::master::start(
-        master_args(&["--ip", "127.0.0.1", "--port", "0", "--allocation-interval", "100ms"]),
+        master_args(&[
+            "--ip",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--allocation-interval",
+            "100ms",
+        ]),
         stop.child_token(),
     )
     .await
@@ -126,7 +133,10 @@ pub(crate) async fn node(resources: &str, extra: &[&str]) -> Node {
     let ns = format!("t{agent_port}");
     let nsobj: k8s_openapi::api::core::v1::Namespace =
         serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap();
-    Api::all(client.clone()).create(&PostParams::default(), &nsobj).await.unwrap();
+    Api::all(client.clone())
+        .create(&PostParams::default(), &nsobj)
+        .await
+        .unwrap();
     Node {
         _dir: dir,
         kubeconfig,
@@ -145,7 +155,12 @@ pub(crate) async fn node(resources: &str, extra: &[&str]) -> Node {
 /// Whatever happens to the test, no container of it outlives it.
 impl Drop for Node {
     fn drop(&mut self) {
-        let ids = docker(&["ps", "-aq", "--filter", &format!("label=io.kubernetes.pod.namespace={}", self.ns)]);
+        let ids = docker(&[
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("label=io.kubernetes.pod.namespace={}", self.ns),
+        ]);
         for id in ids.lines() {
             docker(&["rm", "-f", id]);
         }
@@ -168,7 +183,10 @@ impl Node {
 
     pub async fn create(&self, pod: Value) -> Pod {
         let p: Pod = serde_json::from_value(pod).unwrap();
-        self.pods().create(&PostParams::default(), &p).await.unwrap()
+        self.pods()
+            .create(&PostParams::default(), &p)
+            .await
+            .unwrap()
     }
 
     /// The pod once `f` holds for it (30 s at most).
@@ -210,6 +228,23 @@ impl Node {
         out
     }
 
+    /// kubectl (the machine's, v1.32) against the test's API server, in its namespace.
+    pub fn kubectl(&self, args: &[&str]) -> String {
+        let out = std::process::Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(["-n", &self.ns])
+            .args(args)
+            .output()
+            .expect("kubectl runs (scripts/test-deps.sh installs it)");
+        assert!(
+            out.status.success(),
+            "kubectl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     /// Pids of this agent's executor workers.
     pub fn workers(&self) -> Vec<u32> {
         let endpoint = format!("MESOS_AGENT_ENDPOINT=127.0.0.1:{}", self.agent_port);
@@ -232,23 +267,38 @@ impl Node {
 }
 
 pub(crate) fn docker(args: &[&str]) -> String {
-    let out = std::process::Command::new("docker").args(args).output().unwrap();
+    let out = std::process::Command::new("docker")
+        .args(args)
+        .output()
+        .unwrap();
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 /// Docker ids of a pod's running containers.
 pub(crate) fn containers_of(uid: &str) -> Vec<String> {
-    docker(&["ps", "-q", "--no-trunc", "--filter", &format!("label=io.kubernetes.pod.uid={uid}")])
-        .lines()
-        .map(str::to_string)
-        .collect()
+    docker(&[
+        "ps",
+        "-q",
+        "--no-trunc",
+        "--filter",
+        &format!("label=io.kubernetes.pod.uid={uid}"),
+    ])
+    .lines()
+    .map(str::to_string)
+    .collect()
 }
 
 fn phase(p: &Pod) -> &str {
-    p.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or("")
+    p.status
+        .as_ref()
+        .and_then(|s| s.phase.as_deref())
+        .unwrap_or("")
 }
 
-fn container_status<'a>(p: &'a Pod, name: &str) -> Option<&'a k8s_openapi::api::core::v1::ContainerStatus> {
+fn container_status<'a>(
+    p: &'a Pod,
+    name: &str,
+) -> Option<&'a k8s_openapi::api::core::v1::ContainerStatus> {
     p.status
         .as_ref()?
         .container_statuses
@@ -309,7 +359,9 @@ async fn a_pod_runs_on_docker_shares_localhost_and_answers_on_its_host_port() {
         .await;
     let uid = pod.metadata.uid.clone().unwrap();
     let p = n
-        .wait_pod("web", "Running and Ready", |p| phase(p) == "Running" && ready(p))
+        .wait_pod("web", "Running and Ready", |p| {
+            phase(p) == "Running" && ready(p)
+        })
         .await;
     let spec = p.spec.as_ref().unwrap();
     assert_eq!(spec.node_name.as_deref(), Some(n.hostname.as_str()));
@@ -319,10 +371,21 @@ async fn a_pod_runs_on_docker_shares_localhost_and_answers_on_its_host_port() {
     let web = container_status(&p, "web").unwrap();
     assert!(web.ready);
     assert_eq!(web.restart_count, 0);
-    assert!(web.container_id.as_deref().unwrap().starts_with("docker://"));
-    assert!(web.image_id.starts_with("docker://sha256:"), "{}", web.image_id);
+    assert!(
+        web.container_id
+            .as_deref()
+            .unwrap()
+            .starts_with("docker://")
+    );
+    assert!(
+        web.image_id.starts_with("docker://sha256:"),
+        "{}",
+        web.image_id
+    );
     // The host port answers, served by the web container.
-    let body = http_get("http://127.0.0.1:31080/").await.unwrap_or_default();
+    let body = http_get("http://127.0.0.1:31080/")
+        .await
+        .unwrap_or_default();
     assert_eq!(body.trim(), "hello from web");
     // The sidecar reached the web container on localhost: its log says so,
     // read through the API server's pods/log (proxied to the executor).
@@ -344,7 +407,13 @@ async fn a_pod_runs_on_docker_shares_localhost_and_answers_on_its_host_port() {
         tokio::time::sleep(Duration::from_millis(200)).await;
         logs = n
             .pods()
-            .logs("web", &kube::api::LogParams { container: Some("sidecar".into()), ..Default::default() })
+            .logs(
+                "web",
+                &kube::api::LogParams {
+                    container: Some("sidecar".into()),
+                    ..Default::default()
+                },
+            )
             .await
             .unwrap_or_default();
     }
@@ -362,7 +431,11 @@ async fn a_pod_runs_on_docker_shares_localhost_and_answers_on_its_host_port() {
             .map(|e| e.path().join(format!("km-pod-{uid}")))
             .filter(|p| p.exists())
             .collect();
-        let web_id = web.container_id.as_deref().unwrap().trim_start_matches("docker://");
+        let web_id = web
+            .container_id
+            .as_deref()
+            .unwrap()
+            .trim_start_matches("docker://");
         assert_eq!(
             pod_dirs.len(),
             1,
@@ -371,11 +444,20 @@ async fn a_pod_runs_on_docker_shares_localhost_and_answers_on_its_host_port() {
             docker(&["inspect", "-f", "{{.HostConfig.CgroupParent}}", web_id])
         );
         let pod_mem = &pod_dirs[0];
-        assert_eq!(read_cgroup(pod_mem, "memory.limit_in_bytes"), (96u64 << 20).to_string());
-        assert_eq!(read_cgroup(&pod_mem.join(web_id), "memory.limit_in_bytes"), (64u64 << 20).to_string());
+        assert_eq!(
+            read_cgroup(pod_mem, "memory.limit_in_bytes"),
+            (96u64 << 20).to_string()
+        );
+        assert_eq!(
+            read_cgroup(&pod_mem.join(web_id), "memory.limit_in_bytes"),
+            (64u64 << 20).to_string()
+        );
         let cpu_pod = PathBuf::from("/sys/fs/cgroup/cpu")
             .join(pod_mem.strip_prefix("/sys/fs/cgroup/memory").unwrap());
-        assert_eq!(read_cgroup(&cpu_pod.join(web_id), "cpu.cfs_quota_us"), "50000");
+        assert_eq!(
+            read_cgroup(&cpu_pod.join(web_id), "cpu.cfs_quota_us"),
+            "50000"
+        );
         assert_eq!(read_cgroup(&cpu_pod.join(web_id), "cpu.shares"), "512");
         assert_eq!(read_cgroup(&cpu_pod, "cpu.cfs_quota_us"), "75000");
     } else {
@@ -386,19 +468,38 @@ async fn a_pod_runs_on_docker_shares_localhost_and_answers_on_its_host_port() {
         Api::all(n.client.clone()).get(&n.hostname).await.unwrap();
     let ns = node.status.unwrap();
     assert!(ns.daemon_endpoints.unwrap().kubelet_endpoint.unwrap().port > 0);
-    assert!(ns.conditions.unwrap().iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+    assert!(
+        ns.conditions
+            .unwrap()
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "True")
+    );
     // Deletion: containers stop, the executor removes the pod for good, the task is killed.
-    n.pods().delete("web", &DeleteParams::default()).await.unwrap();
+    n.pods()
+        .delete("web", &kube::api::DeleteParams::default())
+        .await
+        .unwrap();
     for _ in 0..200 {
         if n.pods().get_opt("web").await.unwrap().is_none() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(n.pods().get_opt("web").await.unwrap().is_none(), "the pod is gone from the API");
-    assert!(containers_of(&uid).is_empty(), "no container of the pod runs");
+    assert!(
+        n.pods().get_opt("web").await.unwrap().is_none(),
+        "the pod is gone from the API"
+    );
+    assert!(
+        containers_of(&uid).is_empty(),
+        "no container of the pod runs"
+    );
     let states = n.task_states().await;
-    assert!(states.iter().any(|(name, s)| name.starts_with("web.") && s == "TASK_KILLED"), "{states:?}");
+    assert!(
+        states
+            .iter()
+            .any(|(name, s)| name.starts_with("web.") && s == "TASK_KILLED"),
+        "{states:?}"
+    );
     n.shutdown().await;
 }
 
@@ -415,14 +516,18 @@ async fn restart_policies_and_crash_loop_backoff() {
                     "resources": {"limits": {"cpu": "100m", "memory": "32Mi"}}}]}
         })
     };
-    n.create(mk("crash", "OnFailure", "echo crashing; exit 1")).await;
+    n.create(mk("crash", "OnFailure", "echo crashing; exit 1"))
+        .await;
     n.create(mk("fails", "Never", "exit 3")).await;
     n.create(mk("done", "Never", "echo ok")).await;
     let crash = n
         .wait_pod("crash", "restarted and backing off", |p| {
             container_status(p, "c").is_some_and(|c| {
                 c.restart_count >= 1
-                    && c.state.as_ref().and_then(|s| s.waiting.as_ref()).is_some_and(|w| w.reason.as_deref() == Some("CrashLoopBackOff"))
+                    && c.state
+                        .as_ref()
+                        .and_then(|s| s.waiting.as_ref())
+                        .is_some_and(|w| w.reason.as_deref() == Some("CrashLoopBackOff"))
             })
         })
         .await;
@@ -430,22 +535,60 @@ async fn restart_policies_and_crash_loop_backoff() {
     let last = c.last_state.as_ref().unwrap().terminated.as_ref().unwrap();
     assert_eq!(last.exit_code, 1);
     assert_eq!(last.reason.as_deref(), Some("Error"));
-    let fails = n.wait_pod("fails", "Failed", |p| phase(p) == "Failed").await;
-    let t = container_status(&fails, "c").unwrap().state.as_ref().unwrap().terminated.as_ref().unwrap().clone();
+    let fails = n
+        .wait_pod("fails", "Failed", |p| phase(p) == "Failed")
+        .await;
+    let t = container_status(&fails, "c")
+        .unwrap()
+        .state
+        .as_ref()
+        .unwrap()
+        .terminated
+        .as_ref()
+        .unwrap()
+        .clone();
     assert_eq!(t.exit_code, 3);
-    n.wait_pod("done", "Succeeded", |p| phase(p) == "Succeeded").await;
+    n.wait_pod("done", "Succeeded", |p| phase(p) == "Succeeded")
+        .await;
+    // kubectl logs of a finished pod, and -f of a running one (it ends when
+    // the container does).
+    assert_eq!(n.kubectl(&["logs", "done"]).trim(), "ok");
+    n.create(mk(
+        "ticker",
+        "Never",
+        "for i in 1 2 3; do echo tick $i; sleep 1; done",
+    ))
+    .await;
+    n.wait_pod("ticker", "Running", |p| phase(p) == "Running")
+        .await;
+    let followed = n.kubectl(&["logs", "-f", "ticker"]);
+    assert_eq!(
+        followed.lines().collect::<Vec<_>>(),
+        ["tick 1", "tick 2", "tick 3"],
+        "{followed}"
+    );
     for _ in 0..100 {
         let s = n.task_states().await;
-        if s.iter().any(|(n, s)| n.starts_with("fails.") && s == "TASK_FAILED")
-            && s.iter().any(|(n, s)| n.starts_with("done.") && s == "TASK_FINISHED")
+        if s.iter()
+            .any(|(n, s)| n.starts_with("fails.") && s == "TASK_FAILED")
+            && s.iter()
+                .any(|(n, s)| n.starts_with("done.") && s == "TASK_FINISHED")
         {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let s = n.task_states().await;
-    assert!(s.iter().any(|(n, s)| n.starts_with("fails.") && s == "TASK_FAILED"), "{s:?}");
-    assert!(s.iter().any(|(n, s)| n.starts_with("done.") && s == "TASK_FINISHED"), "{s:?}");
+    assert!(
+        s.iter()
+            .any(|(n, s)| n.starts_with("fails.") && s == "TASK_FAILED"),
+        "{s:?}"
+    );
+    assert!(
+        s.iter()
+            .any(|(n, s)| n.starts_with("done.") && s == "TASK_FINISHED"),
+        "{s:?}"
+    );
     // A failing pod keeps its pod Pending with the reason, never crashes the executor.
     n.create(json!({
         "metadata": {"name": "nopull"},
@@ -456,13 +599,19 @@ async fn restart_policies_and_crash_loop_backoff() {
     let p = n
         .wait_pod("nopull", "waiting with ErrImagePull", |p| {
             container_status(p, "c").is_some_and(|c| {
-                c.state.as_ref().and_then(|s| s.waiting.as_ref()).is_some_and(|w| w.reason.as_deref() == Some("ErrImagePull"))
+                c.state
+                    .as_ref()
+                    .and_then(|s| s.waiting.as_ref())
+                    .is_some_and(|w| w.reason.as_deref() == Some("ErrImagePull"))
             })
         })
         .await;
     assert_eq!(phase(&p), "Pending");
     // The executor still serves: the crashing pod is still being restarted.
-    n.wait_pod("crash", "restarted twice", |p| container_status(p, "c").is_some_and(|c| c.restart_count >= 2)).await;
+    n.wait_pod("crash", "restarted twice", |p| {
+        container_status(p, "c").is_some_and(|c| c.restart_count >= 2)
+    })
+    .await;
     n.shutdown().await;
 }
 
@@ -481,12 +630,21 @@ async fn a_killed_executor_worker_readopts_its_containers() {
         }))
         .await;
     let uid = pod.metadata.uid.clone().unwrap();
-    let p = n.wait_pod("steady", "Running", |p| phase(p) == "Running").await;
-    let before = container_status(&p, "c").unwrap().container_id.clone().unwrap();
+    let p = n
+        .wait_pod("steady", "Running", |p| phase(p) == "Running")
+        .await;
+    let before = container_status(&p, "c")
+        .unwrap()
+        .container_id
+        .clone()
+        .unwrap();
     let running_before = containers_of(&uid);
     let workers = n.workers();
     assert_eq!(workers.len(), 1, "one executor worker: {workers:?}");
-    std::process::Command::new("kill").args(["-9", &workers[0].to_string()]).status().unwrap();
+    std::process::Command::new("kill")
+        .args(["-9", &workers[0].to_string()])
+        .status()
+        .unwrap();
     let mut new = Vec::new();
     for _ in 0..100 {
         new = n.workers();
@@ -495,15 +653,27 @@ async fn a_killed_executor_worker_readopts_its_containers() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(!new.is_empty() && new != workers, "a new worker started: {new:?}");
+    assert!(
+        !new.is_empty() && new != workers,
+        "a new worker started: {new:?}"
+    );
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(containers_of(&uid), running_before, "the same containers run");
-    let p = n.wait_pod("steady", "Running", |p| phase(p) == "Running").await;
+    assert_eq!(
+        containers_of(&uid),
+        running_before,
+        "the same containers run"
+    );
+    let p = n
+        .wait_pod("steady", "Running", |p| phase(p) == "Running")
+        .await;
     let c = container_status(&p, "c").unwrap();
     assert_eq!(c.container_id.as_deref(), Some(before.as_str()));
     assert_eq!(c.restart_count, 0);
     // The new worker owns the pod: deleting it works end to end.
-    n.pods().delete("steady", &DeleteParams::default()).await.unwrap();
+    n.pods()
+        .delete("steady", &kube::api::DeleteParams::default())
+        .await
+        .unwrap();
     for _ in 0..100 {
         if n.pods().get_opt("steady").await.unwrap().is_none() {
             break;

@@ -298,7 +298,10 @@ fn descendants(pid: u32) -> Vec<u32> {
         };
         for t in tasks.flatten() {
             let children = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
-            for c in children.split_whitespace().filter_map(|c| c.parse::<u32>().ok()) {
+            for c in children
+                .split_whitespace()
+                .filter_map(|c| c.parse::<u32>().ok())
+            {
                 if !out.contains(&c) {
                     out.push(c);
                     todo.push(c);

@@ -568,8 +568,18 @@ pub async fn state(State(app): State<Arc<App>>) -> Response {
                 json!({"id": t.info.task_id.value, "name": t.info.name, "agent_id": t.agent_id,
                        "executor_id": t.executor_id, "state": state})
             };
-            let tasks: Vec<_> = m.tasks.values().filter(|t| t.framework_id == f.id).map(task_json).collect();
-            let completed: Vec<_> = m.completed.iter().filter(|t| t.framework_id == f.id).map(task_json).collect();
+            let tasks: Vec<_> = m
+                .tasks
+                .values()
+                .filter(|t| t.framework_id == f.id)
+                .map(task_json)
+                .collect();
+            let completed: Vec<_> = m
+                .completed
+                .iter()
+                .filter(|t| t.framework_id == f.id)
+                .map(task_json)
+                .collect();
             json!({"id": f.id, "name": f.info.name, "active": f.conn.is_some(), "roles": f.roles(),
                    "checkpoint": f.info.checkpoint.unwrap_or(false), "tasks": tasks,
                    "completed_tasks": completed})
