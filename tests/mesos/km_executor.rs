@@ -228,14 +228,16 @@ impl Node {
         out
     }
 
-    /// kubectl (the machine's, v1.32) against the test's API server, in its namespace.
-    pub fn kubectl(&self, args: &[&str]) -> String {
-        let out = std::process::Command::new("kubectl")
+    /// kubectl (the machine's, v1.32) against the test's API server, in
+    /// its namespace (async: the API server runs on this test's runtime).
+    pub async fn kubectl(&self, args: &[&str]) -> String {
+        let out = tokio::process::Command::new("kubectl")
             .arg("--kubeconfig")
             .arg(&self.kubeconfig)
             .args(["-n", &self.ns])
             .args(args)
             .output()
+            .await
             .expect("kubectl runs (scripts/test-deps.sh installs it)");
         assert!(
             out.status.success(),
@@ -552,7 +554,7 @@ async fn restart_policies_and_crash_loop_backoff() {
         .await;
     // kubectl logs of a finished pod, and -f of a running one (it ends when
     // the container does).
-    assert_eq!(n.kubectl(&["logs", "done"]).trim(), "ok");
+    assert_eq!(n.kubectl(&["logs", "done"]).await.trim(), "ok");
     n.create(mk(
         "ticker",
         "Never",
@@ -561,7 +563,7 @@ async fn restart_policies_and_crash_loop_backoff() {
     .await;
     n.wait_pod("ticker", "Running", |p| phase(p) == "Running")
         .await;
-    let followed = n.kubectl(&["logs", "-f", "ticker"]);
+    let followed = n.kubectl(&["logs", "-f", "ticker"]).await;
     assert_eq!(
         followed.lines().collect::<Vec<_>>(),
         ["tick 1", "tick 2", "tick 3"],
