@@ -61,3 +61,6 @@ if ! docker image inspect km-test/busybox:latest >/dev/null 2>&1; then
     tar -C "$root" -c . | docker import -c 'CMD ["/bin/sh"]' - km-test/busybox:latest >/dev/null
     rm -rf "$root"
 fi
+# A versioned tag too: its default imagePullPolicy is IfNotPresent, so pods
+# using it start without a pull attempt (there is no registry to ask).
+docker image inspect km-test/busybox:1 >/dev/null 2>&1 || docker tag km-test/busybox:latest km-test/busybox:1

@@ -105,7 +105,9 @@ async fn worker(args: Args, stop: CancellationToken) -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(|| subscribed.agent_info.hostname.clone());
     let ip = host_ip(&env);
-    let runtime = Runtime::connect(args.docker_host.as_deref()).await?;
+    let Some(runtime) = connect_docker(&args, &exec, &mut events, &stop).await else {
+        return Ok(());
+    };
     let info = runtime.host_info().await?;
     let cgroups = PodCgroups::new(args.contain_pod_resources, &info.cgroup_driver)?;
     let pause_image = match &args.pause_image {
@@ -199,6 +201,57 @@ async fn worker(args: Args, stop: CancellationToken) -> anyhow::Result<()> {
     api_stop.cancel();
     tracing::info!(?exit, "km executor exiting");
     Ok(())
+}
+
+/// Connects to Docker. While Docker is unreachable, every LAUNCH fails with
+/// the reason and the fix, and connecting is retried every few seconds;
+/// `None` when the executor must stop meanwhile.
+async fn connect_docker(
+    args: &Args,
+    exec: &client::Executor,
+    events: &mut tokio::sync::mpsc::UnboundedReceiver<ExecutorEvent>,
+    stop: &CancellationToken,
+) -> Option<Runtime> {
+    loop {
+        let why = match Runtime::connect(args.docker_host.as_deref()).await {
+            Ok(rt) => return Some(rt),
+            Err(e) => e.to_string(),
+        };
+        tracing::error!(error = why, "cannot run pods until Docker is reachable");
+        let retry = tokio::time::sleep(Duration::from_secs(5));
+        tokio::pin!(retry);
+        loop {
+            tokio::select! {
+                _ = &mut retry => break,
+                _ = stop.cancelled() => return None,
+                ev = events.recv() => match ev {
+                    Some(ExecutorEvent::Launch(t)) => fail_launch(exec, &t, &why).await,
+                    Some(ExecutorEvent::LaunchGroup(g)) => {
+                        for t in &g.tasks {
+                            fail_launch(exec, t, &why).await;
+                        }
+                    }
+                    Some(ExecutorEvent::Shutdown(_) | ExecutorEvent::RecoveryTimeout) | None => return None,
+                    Some(_) => {}
+                },
+            }
+        }
+    }
+}
+
+async fn fail_launch(exec: &client::Executor, task: &crate::mesos::proto::v1::TaskInfo, why: &str) {
+    use crate::mesos::proto::v1;
+    let st = v1::TaskStatus {
+        task_id: task.task_id.clone(),
+        agent_id: Some(task.agent_id.clone()),
+        state: v1::TaskState::TaskFailed as i32,
+        reason: Some(v1::task_status::Reason::ContainerLaunchFailed as i32),
+        message: Some(why.to_string()),
+        ..Default::default()
+    };
+    if let Err(e) = exec.update(st).await {
+        tracing::warn!(error = %e, "cannot report the failed launch");
+    }
 }
 
 /// Static pods the scheduler ships in `ExecutorInfo.data` (a v1 PodList).

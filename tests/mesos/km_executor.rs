@@ -14,7 +14,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::support::{agent_args, free_port, km, master_args};
 
-pub(crate) const IMAGE: &str = "km-test/busybox:latest";
+/// A versioned tag: pulled only if not present (there is no registry).
+pub(crate) const IMAGE: &str = "km-test/busybox:1";
 
 #[derive(clap::Parser)]
 struct SchedulerCli {
@@ -509,7 +510,20 @@ async fn a_pod_runs_on_docker_shares_localhost_and_answers_on_its_host_port() {
 /// Failed (TASK_FAILED), a clean exit with Never is Succeeded (TASK_FINISHED).
 #[tokio::test]
 async fn restart_policies_and_crash_loop_backoff() {
-    let n = node("cpus:4;mem:2048;ports:[31000-31100]", &[]).await;
+    // Every executor also runs this static pod, mirrored in the API.
+    let statics = tempfile::tempdir().unwrap();
+    std::fs::write(
+        statics.path().join("keeper.yaml"),
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: keeper, namespace: default}}\nspec:\n  containers:\n  - name: k\n    image: {IMAGE}\n    command: [sleep, '3600']\n    resources: {{limits: {{cpu: 50m, memory: 16Mi}}}}\n"
+        ),
+    )
+    .unwrap();
+    let n = node(
+        "cpus:4;mem:2048;ports:[31000-31100]",
+        &["--static-pods-config", statics.path().to_str().unwrap()],
+    )
+    .await;
     let mk = |name: &str, policy: &str, script: &str| {
         json!({
             "metadata": {"name": name},
@@ -609,6 +623,27 @@ async fn restart_policies_and_crash_loop_backoff() {
         })
         .await;
     assert_eq!(phase(&p), "Pending");
+    // The static pod runs beside the tasks, mirrored in the API.
+    let mirrors: Api<Pod> = Api::namespaced(n.client.clone(), "default");
+    let mirror_name = format!("keeper-{}", n.hostname);
+    let mut mirror = None;
+    for _ in 0..300 {
+        mirror = mirrors.get_opt(&mirror_name).await.unwrap();
+        if mirror.as_ref().is_some_and(|p| phase(p) == "Running") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mirror = mirror.expect("the mirror pod exists");
+    assert_eq!(phase(&mirror), "Running");
+    assert_eq!(
+        mirror.metadata.annotations.as_ref().unwrap()["kubernetes.io/config.mirror"],
+        "km-executor"
+    );
+    assert_eq!(
+        mirror.spec.as_ref().unwrap().node_name.as_deref(),
+        Some(n.hostname.as_str())
+    );
     // The executor still serves: the crashing pod is still being restarted.
     n.wait_pod("crash", "restarted twice", |p| {
         container_status(p, "c").is_some_and(|c| c.restart_count >= 2)
