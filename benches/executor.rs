@@ -99,7 +99,7 @@ fn pod(name: &str) -> serde_json::Value {
         "metadata": {"name": name},
         "spec": {"schedulerName": "k8sm-scheduler", "terminationGracePeriodSeconds": 1,
             "containers": [{"name": "c", "image": km_executor::IMAGE, "command": ["sleep", "3600"],
-                "resources": {"limits": {"cpu": "10m", "memory": "16Mi"}}}]}
+                "imagePullPolicy": "IfNotPresent", "resources": {"limits": {"cpu": "10m", "memory": "16Mi"}}}]}
     })
 }
 

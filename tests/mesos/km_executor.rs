@@ -657,7 +657,11 @@ async fn restart_policies_and_crash_loop_backoff() {
 /// handles the pod's deletion.
 #[tokio::test]
 async fn a_killed_executor_worker_readopts_its_containers() {
-    let n = node("cpus:4;mem:2048;ports:[31000-31100]", &[]).await;
+    let n = node(
+        "cpus:4;mem:2048;ports:[31000-31100]",
+        &["--executor-suicide-timeout", "3s"],
+    )
+    .await;
     let pod = n
         .create(json!({
             "metadata": {"name": "steady"},
@@ -719,5 +723,14 @@ async fn a_killed_executor_worker_readopts_its_containers() {
     }
     assert!(n.pods().get_opt("steady").await.unwrap().is_none());
     assert!(containers_of(&uid).is_empty());
+    // Idle now: the executor exits after --suicide-timeout (the scheduler's
+    // --executor-suicide-timeout 3s), and the agent sees it gone.
+    for _ in 0..300 {
+        if n.workers().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(n.workers().is_empty(), "the idle executor exited");
     n.shutdown().await;
 }
