@@ -4,11 +4,11 @@
 //! in-process km apiserver, dev-master, dev-agent and scheduler; the agent
 //! starts `km executor` (this build's km binary) as a real process, which
 //! runs the pods on Docker (image km-test/busybox:latest, one container
-//! `sleep 3600` per pod, cpu 10m, memory 16Mi).
+//! `sleep 3600` per pod, cpu 100m, memory 16Mi).
 //!
 //! * Docker alone: the same containers (km's pause image as infra plus the
-//!   busybox container joined to its network), created and started through
-//!   km's Docker client: one pod at a time (median of the per-pod times), and
+//!   busybox container joined to its network, with the pod's cpu quota and
+//!   memory limit), created and started through km's Docker client: one pod at a time (median of the per-pod times), and
 //!   all pods of the burst at once (wall time).
 //! * LAUNCH → TASK_RUNNING: pods created one at a time; the executor logs
 //!   each task's time from LAUNCH to TASK_RUNNING (`launch_ms`). The
@@ -46,6 +46,18 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+/// The pod's limits (cpu 100m, memory 16Mi) as km applies them: container
+/// startup runs inside the CFS quota, so the baseline must have it too.
+fn limits() -> HostConfig {
+    HostConfig {
+        cpu_shares: Some(102),
+        cpu_period: Some(100_000),
+        cpu_quota: Some(10_000),
+        memory: Some(16 << 20),
+        ..Default::default()
+    }
+}
+
 /// Creates and starts one pod's containers on Docker alone; returns their ids.
 async fn docker_pod(rt: &Runtime, pause: &str, name: &str) -> Vec<String> {
     let infra = rt
@@ -56,7 +68,7 @@ async fn docker_pod(rt: &Runtime, pause: &str, name: &str) -> Vec<String> {
                 labels: Some(HashMap::from([("km-bench".to_string(), "1".to_string())])),
                 host_config: Some(HostConfig {
                     ipc_mode: Some("shareable".into()),
-                    ..Default::default()
+                    ..limits()
                 }),
                 ..Default::default()
             },
@@ -74,9 +86,7 @@ async fn docker_pod(rt: &Runtime, pause: &str, name: &str) -> Vec<String> {
                 host_config: Some(HostConfig {
                     network_mode: Some(format!("container:{infra}")),
                     ipc_mode: Some(format!("container:{infra}")),
-                    memory: Some(16 << 20),
-                    cpu_shares: Some(10),
-                    ..Default::default()
+                    ..limits()
                 }),
                 ..Default::default()
             },
@@ -99,7 +109,7 @@ fn pod(name: &str) -> serde_json::Value {
         "metadata": {"name": name},
         "spec": {"schedulerName": "k8sm-scheduler", "terminationGracePeriodSeconds": 1,
             "containers": [{"name": "c", "image": km_executor::IMAGE, "command": ["sleep", "3600"],
-                "imagePullPolicy": "IfNotPresent", "resources": {"limits": {"cpu": "10m", "memory": "16Mi"}}}]}
+                "imagePullPolicy": "IfNotPresent", "resources": {"limits": {"cpu": "100m", "memory": "16Mi"}}}]}
     })
 }
 
