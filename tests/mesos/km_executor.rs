@@ -153,17 +153,45 @@ pub(crate) async fn node(resources: &str, extra: &[&str]) -> Node {
     }
 }
 
-/// Whatever happens to the test, no container of it outlives it.
+/// Whatever happens to the test, neither its executors nor its containers
+/// outlive it (a stopped dev-agent leaves checkpointed executors running,
+/// as a Mesos agent does).
 impl Drop for Node {
     fn drop(&mut self) {
-        let ids = docker(&[
+        for worker in self.workers() {
+            let supervisor = std::fs::read_to_string(format!("/proc/{worker}/stat"))
+                .ok()
+                .and_then(|s| {
+                    s[s.rfind(')')? + 2..]
+                        .split_whitespace()
+                        .nth(1)
+                        .map(str::to_string)
+                });
+            for pid in supervisor.into_iter().chain([worker.to_string()]) {
+                let _ = std::process::Command::new("kill")
+                    .args(["-9", &pid])
+                    .status();
+            }
+        }
+        let suffix = format!("-{}", self.hostname);
+        let all = docker(&[
             "ps",
-            "-aq",
+            "-a",
             "--filter",
-            &format!("label=io.kubernetes.pod.namespace={}", self.ns),
+            "label=io.kubernetes.pod.uid",
+            "--format",
+            "{{.ID}} {{.Label \"io.kubernetes.pod.namespace\"}} {{.Label \"io.kubernetes.pod.name\"}}",
         ]);
-        for id in ids.lines() {
-            docker(&["rm", "-f", id]);
+        for line in all.lines() {
+            let mut f = line.split(' ');
+            let (id, ns, name) = (
+                f.next().unwrap_or(""),
+                f.next().unwrap_or(""),
+                f.next().unwrap_or(""),
+            );
+            if ns == self.ns || name.ends_with(&suffix) {
+                docker(&["rm", "-f", id]);
+            }
         }
     }
 }
