@@ -12,6 +12,7 @@ pub mod election;
 pub mod executor;
 pub mod fit;
 pub mod flags;
+pub mod goquote;
 pub mod insecure_tls;
 pub mod kubeclient;
 pub mod logging;

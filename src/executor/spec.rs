@@ -1033,42 +1033,9 @@ fn split_subscript(path: &str) -> Option<(&str, &str)> {
 fn format_map(m: Option<&BTreeMap<String, String>>) -> String {
     m.into_iter()
         .flatten()
-        .map(|(k, v)| format!("{k}={}", go_quote(v)))
+        .map(|(k, v)| format!("{k}={}", crate::goquote::quote(v)))
         .collect::<Vec<_>>()
         .join("\n")
-}
-
-/// A double-quoted string with Go's escapes (`\"`, `\\`, `\n`, `\t`,
-/// `\xNN` for other control bytes, `\u` for other non-printable characters).
-fn go_quote(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for ch in s.chars() {
-        match ch {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\u{7}' => out.push_str("\\a"),
-            '\u{8}' => out.push_str("\\b"),
-            '\u{c}' => out.push_str("\\f"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '\u{b}' => out.push_str("\\v"),
-            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
-                out.push_str(&format!("\\x{:02x}", c as u32))
-            }
-            c if c.is_control() => {
-                if (c as u32) <= 0xffff {
-                    out.push_str(&format!("\\u{:04x}", c as u32));
-                } else {
-                    out.push_str(&format!("\\U{:08x}", c as u32));
-                }
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
 }
 
 /// The value of a downward API fieldRef. `node` is `(nodeName, hostIP)` for
@@ -1734,7 +1701,7 @@ mod tests {
         assert!(field_ref_value(&p, None, &sel("spec.nodeName"), true).is_err());
         assert!(field_ref_value(&p, None, &sel("status.podIP"), true).is_err());
         assert_eq!(
-            go_quote("a\u{1}\u{7f}\u{85}é\\"),
+            crate::goquote::quote("a\u{1}\u{7f}\u{85}é\\"),
             "\"a\\x01\\x7f\\u0085é\\\\\""
         );
     }

@@ -122,7 +122,7 @@ pub(super) fn object_meta_update(
         extra.sort();
         extra.dedup();
         if !extra.is_empty() {
-            let list: Vec<String> = extra.iter().map(|s| super::go_quote(s)).collect();
+            let list: Vec<String> = extra.iter().map(|s| crate::goquote::quote(s)).collect();
             errs.push(FieldError::forbidden(
                 &path.child("finalizers"),
                 format!(

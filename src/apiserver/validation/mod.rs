@@ -171,7 +171,7 @@ impl FieldError {
         let detail = if supported.is_empty() {
             String::new()
         } else {
-            let quoted: Vec<String> = supported.iter().map(|s| go_quote(s)).collect();
+            let quoted: Vec<String> = supported.iter().map(|s| crate::goquote::quote(s)).collect();
             format!("supported values: {}", quoted.join(", "))
         };
         Self::new(ErrorKind::NotSupported, path, Some(value.into().0), detail)
@@ -258,13 +258,13 @@ struct Bad(String);
 
 impl From<&str> for Bad {
     fn from(s: &str) -> Bad {
-        Bad(go_quote(s))
+        Bad(crate::goquote::quote(s))
     }
 }
 
 impl From<&String> for Bad {
     fn from(s: &String) -> Bad {
-        Bad(go_quote(s))
+        Bad(crate::goquote::quote(s))
     }
 }
 
@@ -300,38 +300,6 @@ fn json<T: serde::Serialize + ?Sized>(value: &T) -> Bad {
 /// A value printed verbatim (used for Go `%#v` renderings).
 fn raw(s: impl Into<String>) -> Bad {
     Bad(s.into())
-}
-
-/// Quotes a string like Go's `strconv.Quote` (`%q`).
-fn go_quote(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\u{7}' => out.push_str("\\a"),
-            '\u{8}' => out.push_str("\\b"),
-            '\u{c}' => out.push_str("\\f"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '\u{b}' => out.push_str("\\v"),
-            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
-                out.push_str(&format!("\\x{:02x}", c as u32));
-            }
-            c if c.is_control() => {
-                if (c as u32) < 0x10000 {
-                    out.push_str(&format!("\\u{:04x}", c as u32));
-                } else {
-                    out.push_str(&format!("\\U{:08x}", c as u32));
-                }
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
 }
 
 /// `None` and the empty string both count as "not set", as in Go.
@@ -466,10 +434,10 @@ mod tests {
 
     #[test]
     fn go_quote_escapes_like_strconv() {
-        assert_eq!(go_quote("a\"b\\c"), "\"a\\\"b\\\\c\"");
-        assert_eq!(go_quote("tab\there\n"), "\"tab\\there\\n\"");
-        assert_eq!(go_quote("\u{1}"), "\"\\x01\"");
-        assert_eq!(go_quote("héllo"), "\"héllo\"");
+        assert_eq!(crate::goquote::quote("a\"b\\c"), "\"a\\\"b\\\\c\"");
+        assert_eq!(crate::goquote::quote("tab\there\n"), "\"tab\\there\\n\"");
+        assert_eq!(crate::goquote::quote("\u{1}"), "\"\\x01\"");
+        assert_eq!(crate::goquote::quote("héllo"), "\"héllo\"");
     }
 
     #[test]

@@ -8,7 +8,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::pod::{PROTOCOLS, port_num_or_name};
-use super::{FieldError, NameRule, Path, format, go_quote, is_empty, json, meta, or_empty, raw};
+use super::{FieldError, NameRule, Path, format, is_empty, json, meta, or_empty, raw};
 
 /// The kubelet port, which load balancers may not expose.
 const KUBELET_PORT: i32 = 10250;
@@ -377,7 +377,7 @@ pub fn validate_service(svc: &Service) -> Vec<FieldError> {
                 &sp.child("ports").index(i),
                 raw(format!(
                     "core.ServicePort{{Name:\"\", Protocol:{}, AppProtocol:(*string)(nil), Port:{}, TargetPort:intstr.IntOrString{{Type:0, IntVal:0, StrVal:\"\"}}, NodePort:0}}",
-                    go_quote(proto),
+                    crate::goquote::quote(proto),
                     p.port
                 )),
             ));
