@@ -23,12 +23,6 @@ struct SchedulerCli {
     args: km::scheduler::Args,
 }
 
-#[derive(clap::Parser)]
-struct ApiCli {
-    #[command(flatten)]
-    args: km::apiserver::Args,
-}
-
 /// Everything one test needs, torn down on drop of `stop` (containers are
 /// removed by the executor's shutdown; leftovers by [`Node::cleanup`]).
 pub(crate) struct Node {
@@ -51,21 +45,7 @@ pub(crate) struct Node {
 pub(crate) async fn node(resources: &str, extra: &[&str]) -> Node {
     let dir = tempfile::tempdir().unwrap();
     let stop = CancellationToken::new();
-    let api_args = <ApiCli as clap::Parser>::parse_from([
-        "km",
-        "--data-dir",
-        dir.path().join("api").to_str().unwrap(),
-        "--no-tls",
-        "--insecure-port",
-        "0",
-    ])
-    .args;
-    let api = km::apiserver::start(api_args, stop.clone()).await.unwrap();
-    let url = format!("http://{}", api.insecure_addr.unwrap());
-    tokio::spawn(api.wait());
-    let kubeconfig = dir.path().join("kubeconfig");
-    km::apiserver::kubeconfig::write_kubeconfig(&kubeconfig, &url, None, None).unwrap();
-    let client = kube::Client::try_from(kube::Config::new(url.parse().unwrap())).unwrap();
+    let (kubeconfig, client) = super::support::apiserver(dir.path(), stop.clone()).await;
     let running = km::devcluster::master::start(
         master_args(&[
             "--ip",

@@ -21,12 +21,6 @@ struct SchedulerCli {
     args: km::scheduler::Args,
 }
 
-#[derive(clap::Parser)]
-struct ApiCli {
-    #[command(flatten)]
-    args: km::apiserver::Args,
-}
-
 pub(crate) struct Cluster {
     pub dir: tempfile::TempDir,
     pub kubeconfig: std::path::PathBuf,
@@ -40,22 +34,7 @@ pub(crate) struct Cluster {
 pub(crate) async fn cluster(hollow: &str) -> Cluster {
     let dir = tempfile::tempdir().unwrap();
     let stop = CancellationToken::new();
-    let data = dir.path().join("api");
-    let api_args = <ApiCli as clap::Parser>::parse_from([
-        "km",
-        "--data-dir",
-        data.to_str().unwrap(),
-        "--no-tls",
-        "--insecure-port",
-        "0",
-    ])
-    .args;
-    let api = km::apiserver::start(api_args, stop.clone()).await.unwrap();
-    let url = format!("http://{}", api.insecure_addr.unwrap());
-    tokio::spawn(api.wait());
-    let kubeconfig = dir.path().join("kubeconfig");
-    km::apiserver::kubeconfig::write_kubeconfig(&kubeconfig, &url, None, None).unwrap();
-    let client = kube::Client::try_from(kube::Config::new(url.parse().unwrap())).unwrap();
+    let (kubeconfig, client) = super::support::apiserver(dir.path(), stop.clone()).await;
     let master_stop = stop.child_token();
     let master = start_master(hollow, 0, master_stop.clone()).await;
     Cluster {

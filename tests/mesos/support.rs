@@ -42,3 +42,33 @@ pub fn agent_args<S: AsRef<std::ffi::OsStr>>(flags: &[S]) -> km::devcluster::age
     let argv = std::iter::once(std::ffi::OsStr::new("km")).chain(flags.iter().map(AsRef::as_ref));
     <AgentCli as clap::Parser>::parse_from(argv).args
 }
+
+#[derive(clap::Parser)]
+struct ApiCli {
+    #[command(flatten)]
+    args: km::apiserver::Args,
+}
+
+/// An in-process km apiserver (plain HTTP on loopback, store under `dir`)
+/// running until `stop`: its kubeconfig (written to `dir/kubeconfig`) and a client.
+pub async fn apiserver(
+    dir: &std::path::Path,
+    stop: tokio_util::sync::CancellationToken,
+) -> (PathBuf, kube::Client) {
+    let args = <ApiCli as clap::Parser>::parse_from([
+        "km",
+        "--data-dir",
+        dir.join("api").to_str().unwrap(),
+        "--no-tls",
+        "--insecure-port",
+        "0",
+    ])
+    .args;
+    let api = km::apiserver::start(args, stop).await.unwrap();
+    let url = format!("http://{}", api.insecure_addr.unwrap());
+    tokio::spawn(api.wait());
+    let kubeconfig = dir.join("kubeconfig");
+    km::apiserver::kubeconfig::write_kubeconfig(&kubeconfig, &url, None, None).unwrap();
+    let client = kube::Client::try_from(kube::Config::new(url.parse().unwrap())).unwrap();
+    (kubeconfig, client)
+}
