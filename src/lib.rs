@@ -6,6 +6,7 @@
 //! depend on it, never on each other.
 
 pub mod apiserver;
+pub mod controller;
 pub mod devcluster;
 pub mod dispatch;
 pub mod election;

@@ -63,6 +63,14 @@ enum Role {
     /// endpoint. A small supervisor restarts the worker if it dies; the
     /// worker re-adopts the running containers.
     Executor(Box<km::executor::Args>),
+    /// Controllers that keep Nodes and Endpoints true to what Mesos runs.
+    ///
+    /// Endpoints and EndpointSlices at the pods' hostIP:hostPort, Nodes that
+    /// mirror the Mesos agents (a lost agent's pods fail after
+    /// --pod-eviction-timeout), and on request the workload controllers
+    /// (replicaset, deployment, garbagecollector, namespace) for clusters
+    /// without the upstream kube-controller-manager. Leader-elected.
+    ControllerManager(Box<km::controller::Args>),
     /// Print the version and git commit.
     Version,
 }
@@ -79,6 +87,7 @@ fn main() -> ExitCode {
         Role::Apiserver(a) => serve(|stop| km::apiserver::run(a, stop)),
         Role::Scheduler(a) => serve(|stop| km::scheduler::run(*a, stop)),
         Role::Executor(a) => serve(|stop| km::executor::run(*a, stop)),
+        Role::ControllerManager(a) => serve(|stop| km::controller::run(*a, stop)),
         Role::DevMaster(a) => serve(|stop| km::devcluster::master::run(a, stop)),
         Role::DevAgent(a) => serve(|stop| km::devcluster::agent::run(a, stop)),
         Role::Version => {

@@ -1,0 +1,10 @@
+//! The garbagecollector controller (being written).
+
+use tokio_util::sync::CancellationToken;
+
+use super::Context;
+
+/// Runs the garbagecollector controller until `stop`.
+pub async fn run(_ctx: Context, _stop: CancellationToken) -> anyhow::Result<()> {
+    anyhow::bail!("the garbagecollector controller is not built yet")
+}

@@ -1,0 +1,10 @@
+//! The namespace controller (being written).
+
+use tokio_util::sync::CancellationToken;
+
+use super::Context;
+
+/// Runs the namespace controller until `stop`.
+pub async fn run(_ctx: Context, _stop: CancellationToken) -> anyhow::Result<()> {
+    anyhow::bail!("the namespace controller is not built yet")
+}

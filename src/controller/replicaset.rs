@@ -1,0 +1,10 @@
+//! The replicaset controller (being written).
+
+use tokio_util::sync::CancellationToken;
+
+use super::Context;
+
+/// Runs the replicaset controller until `stop`.
+pub async fn run(_ctx: Context, _stop: CancellationToken) -> anyhow::Result<()> {
+    anyhow::bail!("the replicaset controller is not built yet")
+}

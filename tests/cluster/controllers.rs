@@ -1,0 +1,1 @@
+//! The Mesos-facing controllers: endpoints and nodes.
