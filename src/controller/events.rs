@@ -129,7 +129,11 @@ impl Recorder {
                 None => {
                     let (name, namespace) = {
                         let written = written.lock().unwrap_or_else(|p| p.into_inner());
-                        let key = (target.uid.clone().unwrap_or_default(), reason, message.clone());
+                        let key = (
+                            target.uid.clone().unwrap_or_default(),
+                            reason,
+                            message.clone(),
+                        );
                         match written.get(&key) {
                             Some(w) => (w.name.clone(), w.namespace.clone()),
                             None => return,

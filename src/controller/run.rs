@@ -66,7 +66,11 @@ pub struct Args {
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
     pub leader_elect_retry_period: Duration,
     /// Address of /healthz and /readyz.
-    #[arg(long, env = "KM_CONTROLLER_MANAGER_ADDRESS", default_value = "127.0.0.1")]
+    #[arg(
+        long,
+        env = "KM_CONTROLLER_MANAGER_ADDRESS",
+        default_value = "127.0.0.1"
+    )]
     pub address: IpAddr,
     /// Port of /healthz and /readyz (0 picks one).
     #[arg(long, env = "KM_CONTROLLER_MANAGER_PORT", default_value_t = 10252)]
@@ -78,7 +82,10 @@ pub async fn run(args: Args, stop: CancellationToken) -> anyhow::Result<()> {
     crate::mesos::scheduler::install_crypto_provider();
     let selected = selection::parse(&args.controllers)?;
     if selected.is_empty() {
-        anyhow::bail!("--controllers {:?} selects no controller; use '*' for the default set", args.controllers.join(","));
+        anyhow::bail!(
+            "--controllers {:?} selects no controller; use '*' for the default set",
+            args.controllers.join(",")
+        );
     }
     let mesos_master: MasterSpec = args
         .mesos_master
@@ -109,7 +116,10 @@ pub async fn run(args: Args, stop: CancellationToken) -> anyhow::Result<()> {
     let leadership = match election {
         Some(cfg) => {
             tracing::info!(lease = %cfg.name, identity = %cfg.identity, "waiting to become the leader");
-            match crate::election::Elector::new(client.clone(), cfg).acquire(&stop).await {
+            match crate::election::Elector::new(client.clone(), cfg)
+                .acquire(&stop)
+                .await
+            {
                 Some(l) => Some(l),
                 None => return Ok(()),
             }
@@ -171,7 +181,9 @@ async fn keep_running(c: Controller, ctx: Context, stop: CancellationToken) {
         }
         match result {
             Ok(()) => tracing::warn!(controller = %c, "controller ended; restarting in {delay:?}"),
-            Err(e) => tracing::error!(controller = %c, error = %format!("{e:#}"), "controller failed; restarting in {delay:?}"),
+            Err(e) => {
+                tracing::error!(controller = %c, error = %format!("{e:#}"), "controller failed; restarting in {delay:?}")
+            }
         }
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}

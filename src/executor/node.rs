@@ -41,14 +41,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::mesos::proto::v1;
 use crate::podtask::annotations;
-use crate::resources::Resources;
 
 /// Namespace of the nodes' Leases.
 pub const LEASE_NAMESPACE: &str = "kube-node-lease";
 /// `spec.leaseDurationSeconds` of the Lease (the kubelet's default).
 pub const LEASE_DURATION_SECONDS: i32 = 40;
-/// Pods a node admits (the kubelet's default `--max-pods`).
-pub const MAX_PODS: &str = "110";
 /// Reason of the conditions [`mark_not_ready`] writes.
 pub const REASON_UNKNOWN: &str = "NodeStatusUnknown";
 
@@ -117,67 +114,9 @@ fn is_status(e: &kube::Error, code: u16) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == code)
 }
 
-/// Thousandths of the `SCALAR` resources called `name`, over all roles.
-fn millis(resources: &[v1::Resource], name: &str) -> i128 {
-    let v = Resources::from_vec(resources.to_vec()).scalar(name);
-    (v * 1000.0).round() as i128
-}
-
-/// Cores in thousandths as a canonical decimal quantity (`4`, `1500m`).
-fn cpu_quantity(millicores: i128) -> Quantity {
-    Quantity(crate::resources::Quantity::from_nanos(millicores.max(0) * 1_000_000).to_string())
-}
-
-/// Megabytes in thousandths as bytes, in Kubernetes' canonical binary form:
-/// the largest of `Ei Pi Ti Gi Mi Ki` that shows a whole number, else plain
-/// bytes (`1000Mi`, `1Gi`, `1536`).
-fn bytes_quantity(milli_mb: i128) -> Quantity {
-    let bytes = milli_mb.max(0) * (1 << 20) / 1000;
-    const SUFFIXES: [(&str, u32); 6] = [
-        ("Ei", 60),
-        ("Pi", 50),
-        ("Ti", 40),
-        ("Gi", 30),
-        ("Mi", 20),
-        ("Ki", 10),
-    ];
-    if bytes >= 1024 {
-        for (suffix, shift) in SUFFIXES {
-            if bytes % (1i128 << shift) == 0 {
-                return Quantity(format!("{}{suffix}", bytes >> shift));
-            }
-        }
-    }
-    Quantity(bytes.to_string())
-}
-
-/// capacity: cpu = Σ agent scalar `cpus` (all roles), memory = Σ `mem` MB
-/// as bytes (`<n>Mi`), pods = `110`, ephemeral-storage from `disk` if
-/// present; allocatable = capacity minus the executor's cpus/mem (never
-/// below zero). Quantities in canonical k8s form.
-pub fn capacity(cfg: &NodeConfig) -> (BTreeMap<String, Quantity>, BTreeMap<String, Quantity>) {
-    let cpus = millis(&cfg.agent_resources, "cpus");
-    let mem = millis(&cfg.agent_resources, "mem");
-    let mut capacity = BTreeMap::new();
-    capacity.insert("cpu".to_string(), cpu_quantity(cpus));
-    capacity.insert("memory".to_string(), bytes_quantity(mem));
-    capacity.insert("pods".to_string(), Quantity(MAX_PODS.to_string()));
-    if cfg.agent_resources.iter().any(|r| r.name == "disk") {
-        capacity.insert(
-            "ephemeral-storage".to_string(),
-            bytes_quantity(millis(&cfg.agent_resources, "disk")),
-        );
-    }
-    let mut allocatable = capacity.clone();
-    allocatable.insert(
-        "cpu".to_string(),
-        cpu_quantity(cpus - millis(&cfg.executor_resources, "cpus")),
-    );
-    allocatable.insert(
-        "memory".to_string(),
-        bytes_quantity(mem - millis(&cfg.executor_resources, "mem")),
-    );
-    (capacity, allocatable)
+/// capacity and allocatable of the Node (see [`crate::resources::node::capacity`]).
+fn capacity(cfg: &NodeConfig) -> (BTreeMap<String, Quantity>, BTreeMap<String, Quantity>) {
+    crate::resources::node::capacity(&cfg.agent_resources, &cfg.executor_resources)
 }
 
 /// Go's name of this machine's architecture (`kubernetes.io/arch`).
@@ -704,15 +643,6 @@ mod tests {
         assert!(!cap.contains_key("ephemeral-storage"));
         assert_eq!(alloc["cpu"], q("0"), "never below zero");
         assert_eq!(alloc["memory"], q("0"));
-    }
-
-    #[test]
-    fn quantities_are_canonical() {
-        assert_eq!(bytes_quantity(1000 * 1000), q("1000Mi"));
-        assert_eq!(bytes_quantity(1), q("1048")); // 0.001 MB, rounded down to bytes
-        assert_eq!(bytes_quantity(1_048_576_000), q("1Ti"));
-        assert_eq!(cpu_quantity(2_000_000), q("2k"));
-        assert_eq!(cpu_quantity(1500), q("1500m"));
     }
 
     #[test]

@@ -36,6 +36,7 @@
 //! converts them into Mesos `cpus` and megabytes.
 
 mod collection;
+pub mod node;
 pub mod quantity;
 mod ranges;
 mod set;

@@ -1,0 +1,502 @@
+//! The endpoints controller: for every Service with a selector, Endpoints
+//! and EndpointSlices that list its pods at hostIP:hostPort (see
+//! [`compute`] for the rules), written only when they change.
+//!
+//! Services, pods, Endpoints and km's EndpointSlices are mirrored by watches
+//! into local stores; any change queues the Services it touches (a pod
+//! queues the Services that select it now and those that selected it
+//! before), and workers reconcile each queued Service against the stores.
+//! Endpoints whose Service is gone are deleted (except leader-election
+//! records), and so are km's slices of a Service that is gone.
+
+pub mod compute;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::{Stream, StreamExt};
+use k8s_openapi::api::core::v1::{Endpoints, Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::{DeleteParams, PostParams};
+use kube::runtime::reflector::{self, ObjectRef, Store, reflector};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Resource, ResourceExt};
+use tokio_util::sync::CancellationToken;
+
+use self::compute::{CONTAINER_PORT_PREFIX, Desired, MANAGED_BY, MANAGED_BY_LABEL, Problem};
+use super::events::Severity;
+use super::workqueue::WorkQueue;
+use super::{COMPONENT, Context};
+
+/// Annotation of Endpoints used as leader-election records; never deleted.
+const LEADER_ANNOTATION: &str = "control-plane.alpha.kubernetes.io/leader";
+
+/// `namespace/name` of a Service (and of its Endpoints).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Key {
+    namespace: String,
+    name: String,
+}
+
+impl Key {
+    fn of<K: Resource>(obj: &K) -> Key {
+        Key {
+            namespace: obj.meta().namespace.clone().unwrap_or_default(),
+            name: obj.meta().name.clone().unwrap_or_default(),
+        }
+    }
+}
+
+/// A write that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The API refused or failed a write.
+    #[error("{action} {kind} {namespace}/{name}: {source}")]
+    Api {
+        /// create, replace or delete.
+        action: &'static str,
+        /// Endpoints or EndpointSlice.
+        kind: &'static str,
+        /// Namespace of the object.
+        namespace: String,
+        /// Name of the object.
+        name: String,
+        /// What the API said.
+        #[source]
+        source: kube::Error,
+    },
+}
+
+/// The mirrored state the workers read.
+#[derive(Clone)]
+struct Stores {
+    services: Store<Service>,
+    pods: Store<Pod>,
+    endpoints: Store<Endpoints>,
+    slices: Store<EndpointSlice>,
+}
+
+/// Runs the endpoints controller until `stop`.
+pub async fn run(ctx: Context, stop: CancellationToken) -> anyhow::Result<()> {
+    let client = ctx.client.clone();
+    let queue = Arc::new(WorkQueue::<Key>::default());
+    let (services, w_services) = reflector::store::<Service>();
+    let (pods, w_pods) = reflector::store::<Pod>();
+    let (endpoints, w_endpoints) = reflector::store::<Endpoints>();
+    let (slices, w_slices) = reflector::store::<EndpointSlice>();
+    let stores = Stores {
+        services: services.clone(),
+        pods,
+        endpoints,
+        slices,
+    };
+
+    let watch = |stream: std::pin::Pin<Box<dyn Stream<Item = Key> + Send>>| {
+        let (queue, stop) = (queue.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut stream = Box::pin(stream.take_until(stop.cancelled_owned()));
+            while let Some(key) = stream.next().await {
+                queue.add(key);
+            }
+        })
+    };
+    let mut watchers = vec![
+        watch(Box::pin(
+            reflector(
+                w_services,
+                watcher(
+                    Api::<Service>::all(client.clone()),
+                    watcher::Config::default(),
+                ),
+            )
+            .default_backoff()
+            .touched_objects()
+            .filter_map(touched("services"))
+            .map(|s: Service| Key::of(&s)),
+        )),
+        watch(Box::pin(
+            reflector(
+                w_endpoints,
+                watcher(
+                    Api::<Endpoints>::all(client.clone()),
+                    watcher::Config::default(),
+                ),
+            )
+            .default_backoff()
+            .touched_objects()
+            .filter_map(touched("endpoints"))
+            .map(|e: Endpoints| Key::of(&e)),
+        )),
+        watch(Box::pin(
+            reflector(
+                w_slices,
+                watcher(
+                    Api::<EndpointSlice>::all(client.clone()),
+                    watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY}")),
+                ),
+            )
+            .default_backoff()
+            .touched_objects()
+            .filter_map(touched("endpointslices"))
+            .filter_map(|s: EndpointSlice| {
+                let service = s.labels().get(compute::SERVICE_NAME_LABEL).cloned();
+                futures::future::ready(service.map(|name| Key {
+                    namespace: s.namespace().unwrap_or_default(),
+                    name,
+                }))
+            }),
+        )),
+    ];
+    // A pod queues the Services selecting it now and those that did before.
+    let selected_by: Arc<Mutex<HashMap<String, Vec<Key>>>> = Arc::default();
+    {
+        let (services, pods, selected_by) =
+            (services.clone(), stores.pods.clone(), selected_by.clone());
+        watchers.push(watch(Box::pin(
+            reflector(
+                w_pods,
+                watcher(Api::<Pod>::all(client.clone()), watcher::Config::default()),
+            )
+            .default_backoff()
+            .touched_objects()
+            .filter_map(touched("pods"))
+            .flat_map(move |pod: Pod| {
+                let now = services_selecting(&services, &pod);
+                let gone = pods.get(&ObjectRef::from_obj(&pod)).is_none();
+                let uid = pod.uid().unwrap_or_default();
+                let mut map = selected_by.lock().unwrap_or_else(|p| p.into_inner());
+                let before = if gone || now.is_empty() {
+                    map.remove(&uid)
+                } else {
+                    map.insert(uid, now.clone())
+                };
+                let mut keys = now;
+                keys.extend(before.unwrap_or_default());
+                futures::stream::iter(keys)
+            }),
+        )));
+    }
+
+    // Work only on complete stores: a Service missing from a partial list
+    // would look deleted.
+    tokio::select! {
+        r = async {
+            stores.services.wait_until_ready().await?;
+            stores.pods.wait_until_ready().await?;
+            stores.endpoints.wait_until_ready().await?;
+            stores.slices.wait_until_ready().await
+        } => r?,
+        _ = stop.cancelled() => return Ok(()),
+    }
+    for s in stores.services.state() {
+        queue.add(Key::of(s.as_ref()));
+    }
+    for e in stores.endpoints.state() {
+        queue.add(Key::of(e.as_ref()));
+    }
+    tracing::info!(
+        services = stores.services.state().len(),
+        pods = stores.pods.state().len(),
+        "endpoints controller synced its caches"
+    );
+
+    let warned: Arc<Mutex<HashSet<Problem>>> = Arc::default();
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..ctx.config.concurrent_syncs {
+        let (ctx, stores, queue, warned, stop) = (
+            ctx.clone(),
+            stores.clone(),
+            queue.clone(),
+            warned.clone(),
+            stop.clone(),
+        );
+        workers.spawn(async move {
+            loop {
+                let key = tokio::select! {
+                    k = queue.next() => k,
+                    _ = stop.cancelled() => return,
+                };
+                if let Err(e) = reconcile(&ctx, &stores, &key, &warned).await {
+                    tracing::warn!(error = %e, service = %format!("{}/{}", key.namespace, key.name), "endpoints sync failed; retrying");
+                    let queue = queue.clone();
+                    let key = key.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(Duration::from_millis(500 + fastrand::u64(..500))).await;
+                        queue.add(key);
+                    });
+                }
+                queue.done(&key);
+            }
+        });
+    }
+    stop.cancelled().await;
+    for w in watchers {
+        w.abort();
+    }
+    workers.shutdown().await;
+    Ok(())
+}
+
+/// Passes the objects of a watch and logs its errors (the watch retries).
+fn touched<T>(
+    what: &'static str,
+) -> impl FnMut(Result<T, watcher::Error>) -> futures::future::Ready<Option<T>> {
+    move |r| {
+        if let Err(e) = &r {
+            tracing::warn!(error = %e, "watching {what}; retrying");
+        }
+        futures::future::ready(r.ok())
+    }
+}
+
+fn services_selecting(services: &Store<Service>, pod: &Pod) -> Vec<Key> {
+    let namespace = pod.namespace().unwrap_or_default();
+    services
+        .state()
+        .iter()
+        .filter(|s| s.namespace().as_deref() == Some(namespace.as_str()))
+        .filter(|s| {
+            s.spec
+                .as_ref()
+                .and_then(|sp| sp.selector.as_ref())
+                .is_some_and(|sel| !sel.is_empty() && compute::selects(sel, pod))
+        })
+        .map(|s| Key::of(s.as_ref()))
+        .collect()
+}
+
+/// Brings the Endpoints and slices of one Service to what they should be.
+async fn reconcile(
+    ctx: &Context,
+    stores: &Stores,
+    key: &Key,
+    warned: &Mutex<HashSet<Problem>>,
+) -> Result<(), Error> {
+    let service = stores
+        .services
+        .get(&ObjectRef::new(&key.name).within(&key.namespace));
+    let current = stores
+        .endpoints
+        .get(&ObjectRef::new(&key.name).within(&key.namespace));
+    let current_slices: Vec<Arc<EndpointSlice>> = stores
+        .slices
+        .state()
+        .into_iter()
+        .filter(|s| {
+            s.namespace().as_deref() == Some(key.namespace.as_str())
+                && s.labels().get(compute::SERVICE_NAME_LABEL) == Some(&key.name)
+        })
+        .collect();
+    let Some(service) = service else {
+        // The Service is gone: so go its Endpoints and km's slices.
+        if let Some(e) = current
+            && !e.annotations().contains_key(LEADER_ANNOTATION)
+        {
+            delete::<Endpoints>(ctx, key, &key.name).await?;
+        }
+        for s in current_slices {
+            delete::<EndpointSlice>(ctx, key, &s.name_any()).await?;
+        }
+        return Ok(());
+    };
+    let namespace_pods = stores.pods.state();
+    let Some(desired) = compute::compute(
+        &service,
+        namespace_pods.iter().map(|p| p.as_ref()),
+        ctx.config.host_port_endpoints,
+    ) else {
+        return Ok(()); // selectorless: its Endpoints are someone else's
+    };
+    report(ctx, &service, &desired, warned);
+    write_endpoints(ctx, key, current.as_deref(), &desired).await?;
+    write_slices(ctx, key, &current_slices, &desired).await
+}
+
+/// Events and warnings for what kept endpoints out, once per problem.
+fn report(ctx: &Context, service: &Service, desired: &Desired, warned: &Mutex<HashSet<Problem>>) {
+    for problem in &desired.problems {
+        match problem {
+            Problem::UnknownTargetPort {
+                service_port,
+                target_port,
+            } => ctx.events.record(
+                service,
+                Severity::Warning,
+                "TargetPortNotFound",
+                format!(
+                    "port {service_port}: targetPort {target_port:?} names no container port (with the same protocol) of any selected pod; this port has no endpoints, the others are unaffected"
+                ),
+            ),
+            Problem::NoHostPort { pod, annotation } => {
+                let mut warned = warned.lock().unwrap_or_else(|p| p.into_inner());
+                if warned.len() > 10_000 {
+                    warned.clear();
+                }
+                if warned.insert(problem.clone()) {
+                    tracing::warn!(
+                        pod,
+                        service = %format!("{}/{}", service.namespace().unwrap_or_default(), service.name_any()),
+                        "pod skipped: it has no host port mapping ({annotation}); was it placed by km scheduler? (--host-port-endpoints=false uses pod IPs instead)"
+                    );
+                }
+            }
+        }
+    }
+}
+
+async fn write_endpoints(
+    ctx: &Context,
+    key: &Key,
+    current: Option<&Endpoints>,
+    desired: &Desired,
+) -> Result<(), Error> {
+    let mut wanted = match current {
+        Some(e) => e.clone(),
+        None => Endpoints {
+            metadata: kube::api::ObjectMeta {
+                name: Some(key.name.clone()),
+                namespace: Some(key.namespace.clone()),
+                ..Default::default()
+            },
+            subsets: None,
+        },
+    };
+    wanted.subsets = desired.subsets.clone();
+    wanted.metadata.labels = Some(desired.labels.clone()).filter(|l| !l.is_empty());
+    let mut notes: BTreeMap<String, String> =
+        wanted.metadata.annotations.take().unwrap_or_default();
+    notes.retain(|k, _| !k.starts_with(CONTAINER_PORT_PREFIX));
+    notes.extend(desired.annotations.clone());
+    wanted.metadata.annotations = Some(notes).filter(|n| !n.is_empty());
+    let api: Api<Endpoints> = Api::namespaced(ctx.client.clone(), &key.namespace);
+    let params = PostParams {
+        field_manager: Some(COMPONENT.into()),
+        ..Default::default()
+    };
+    match current {
+        None => api
+            .create(&params, &wanted)
+            .await
+            .map(drop)
+            .map_err(api_error("create", "Endpoints", key, &key.name)),
+        Some(cur) if same_endpoints(cur, &wanted) => Ok(()),
+        Some(_) => api
+            .replace(&key.name, &params, &wanted)
+            .await
+            .map(drop)
+            .map_err(api_error("replace", "Endpoints", key, &key.name)),
+    }
+}
+
+fn empty_is_none<T: Clone>(v: &Option<Vec<T>>) -> Option<Vec<T>> {
+    v.clone().filter(|v| !v.is_empty())
+}
+
+fn same_endpoints(a: &Endpoints, b: &Endpoints) -> bool {
+    let norm = |e: &Endpoints| {
+        e.subsets.as_ref().map(|ss| {
+            ss.iter()
+                .map(|s| {
+                    let mut s = s.clone();
+                    s.addresses = empty_is_none(&s.addresses);
+                    s.not_ready_addresses = empty_is_none(&s.not_ready_addresses);
+                    s
+                })
+                .collect::<Vec<_>>()
+        })
+    };
+    norm(a).filter(|s| !s.is_empty()) == norm(b).filter(|s| !s.is_empty())
+        && a.metadata.labels.clone().unwrap_or_default()
+            == b.metadata.labels.clone().unwrap_or_default()
+        && a.metadata.annotations.clone().unwrap_or_default()
+            == b.metadata.annotations.clone().unwrap_or_default()
+}
+
+async fn write_slices(
+    ctx: &Context,
+    key: &Key,
+    current: &[Arc<EndpointSlice>],
+    desired: &Desired,
+) -> Result<(), Error> {
+    let api: Api<EndpointSlice> = Api::namespaced(ctx.client.clone(), &key.namespace);
+    let params = PostParams {
+        field_manager: Some(COMPONENT.into()),
+        ..Default::default()
+    };
+    for (name, wanted) in &desired.slices {
+        match current
+            .iter()
+            .find(|s| s.metadata.name.as_ref() == Some(name))
+        {
+            None => {
+                api.create(&params, wanted)
+                    .await
+                    .map(drop)
+                    .map_err(api_error("create", "EndpointSlice", key, name))?;
+            }
+            Some(cur) if same_slice(cur, wanted) => {}
+            Some(cur) => {
+                let mut next = wanted.clone();
+                next.metadata.resource_version = cur.metadata.resource_version.clone();
+                api.replace(name, &params, &next)
+                    .await
+                    .map(drop)
+                    .map_err(api_error("replace", "EndpointSlice", key, name))?;
+            }
+        }
+    }
+    for stale in current {
+        let name = stale.name_any();
+        if !desired.slices.contains_key(&name) {
+            delete::<EndpointSlice>(ctx, key, &name).await?;
+        }
+    }
+    Ok(())
+}
+
+fn same_slice(a: &EndpointSlice, b: &EndpointSlice) -> bool {
+    a.address_type == b.address_type
+        && a.endpoints == b.endpoints
+        && empty_is_none(&a.ports) == empty_is_none(&b.ports)
+        && a.metadata.labels == b.metadata.labels
+        && a.metadata.owner_references == b.metadata.owner_references
+}
+
+async fn delete<K>(ctx: &Context, key: &Key, name: &str) -> Result<(), Error>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + k8s_openapi::Resource
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), &key.namespace);
+    match api.delete(name, &DeleteParams::default()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(source) => Err(Error::Api {
+            action: "delete",
+            kind: <K as k8s_openapi::Resource>::KIND,
+            namespace: key.namespace.clone(),
+            name: name.to_string(),
+            source,
+        }),
+    }
+}
+
+fn api_error(
+    action: &'static str,
+    kind: &'static str,
+    key: &Key,
+    name: &str,
+) -> impl FnOnce(kube::Error) -> Error {
+    let (namespace, name) = (key.namespace.clone(), name.to_string());
+    move |source| Error::Api {
+        action,
+        kind,
+        namespace,
+        name,
+        source,
+    }
+}
