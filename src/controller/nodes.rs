@@ -559,12 +559,8 @@ async fn lose(
             .await?;
             if was_ready {
                 tracing::warn!(node = %name, reason, "{message}: the Node is not ready");
-                ctx.events.record(
-                    node,
-                    Severity::Warning,
-                    "NodeNotReady",
-                    format!("{message}"),
-                );
+                ctx.events
+                    .record(node, Severity::Warning, "NodeNotReady", message.to_string());
             }
             since.unwrap_or(Time(now))
         }

@@ -54,8 +54,8 @@ pub fn capacity(
     agent: &[v1::Resource],
     executor: &[v1::Resource],
 ) -> (BTreeMap<String, Quantity>, BTreeMap<String, Quantity>) {
-    let cpus = millis(&agent, "cpus");
-    let mem = millis(&agent, "mem");
+    let cpus = millis(agent, "cpus");
+    let mem = millis(agent, "mem");
     let mut capacity = BTreeMap::new();
     capacity.insert("cpu".to_string(), cpu_quantity(cpus));
     capacity.insert("memory".to_string(), bytes_quantity(mem));
@@ -63,17 +63,17 @@ pub fn capacity(
     if agent.iter().any(|r| r.name == "disk") {
         capacity.insert(
             "ephemeral-storage".to_string(),
-            bytes_quantity(millis(&agent, "disk")),
+            bytes_quantity(millis(agent, "disk")),
         );
     }
     let mut allocatable = capacity.clone();
     allocatable.insert(
         "cpu".to_string(),
-        cpu_quantity(cpus - millis(&executor, "cpus")),
+        cpu_quantity(cpus - millis(executor, "cpus")),
     );
     allocatable.insert(
         "memory".to_string(),
-        bytes_quantity(mem - millis(&executor, "mem")),
+        bytes_quantity(mem - millis(executor, "mem")),
     );
     (capacity, allocatable)
 }

@@ -31,6 +31,8 @@ pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 pub const MANAGED_BY_LABEL: &str = "endpointslice.kubernetes.io/managed-by";
 /// km's value of [`MANAGED_BY_LABEL`].
 pub const MANAGED_BY: &str = "km-controller-manager";
+/// Label naming the controller that manages an Endpoints object.
+pub const ENDPOINTS_MANAGED_BY_LABEL: &str = "endpoints.kubernetes.io/managed-by";
 /// Label upstream puts on the Endpoints of headless Services.
 pub const HEADLESS_LABEL: &str = "service.kubernetes.io/headless";
 /// Prefix of the Endpoints annotations that give the container port
@@ -221,6 +223,12 @@ pub fn compute<'a>(
             continue;
         }
         any_pod = true;
+        unknown.retain(|&i| match &ports[i].target_port {
+            Some(IntOrString::String(name)) => {
+                named_container_port(pod, name, protocol(&ports[i])).is_none()
+            }
+            _ => true,
+        });
         let status = pod.status.as_ref();
         let ip = if host_ports {
             status.and_then(|s| s.host_ip.as_deref())
@@ -231,10 +239,9 @@ pub fn compute<'a>(
             continue;
         };
         let mut offered = Vec::new();
-        for (i, port) in ports.iter().enumerate() {
+        for port in ports {
             match resolve(pod, port, host_ports) {
                 Resolved::Port(endpoint_port, container_port) => {
-                    unknown.remove(&i);
                     offered.push(PortKey {
                         name: port.name.clone().unwrap_or_default(),
                         port: endpoint_port,
@@ -253,7 +260,6 @@ pub fn compute<'a>(
                 }
                 Resolved::NoSuchName => {}
                 Resolved::NoHostPort(annotation) => {
-                    unknown.remove(&i);
                     problems.insert(Problem::NoHostPort {
                         pod: format!(
                             "{namespace}/{}",
@@ -314,7 +320,9 @@ pub fn compute<'a>(
     let owner = owner_of(service);
     let mut labels = service.metadata.labels.clone().unwrap_or_default();
     labels.retain(|k, _| k != SERVICE_NAME_LABEL && k != MANAGED_BY_LABEL && k != HEADLESS_LABEL);
+    labels.remove(ENDPOINTS_MANAGED_BY_LABEL);
     let mut slice_labels = labels.clone();
+    labels.insert(ENDPOINTS_MANAGED_BY_LABEL.into(), MANAGED_BY.into());
     slice_labels.insert(SERVICE_NAME_LABEL.into(), service_name.to_string());
     slice_labels.insert(MANAGED_BY_LABEL.into(), MANAGED_BY.into());
     if spec.cluster_ip.as_deref() == Some("None") {

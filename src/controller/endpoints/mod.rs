@@ -6,8 +6,9 @@
 //! into local stores; any change queues the Services it touches (a pod
 //! queues the Services that select it now and those that selected it
 //! before), and workers reconcile each queued Service against the stores.
-//! Endpoints whose Service is gone are deleted (except leader-election
-//! records), and so are km's slices of a Service that is gone.
+//! Endpoints this controller wrote (label
+//! `endpoints.kubernetes.io/managed-by: km-controller-manager`) and km's
+//! slices are deleted when their Service is gone; others are left alone.
 
 pub mod compute;
 
@@ -28,9 +29,6 @@ use self::compute::{CONTAINER_PORT_PREFIX, Desired, MANAGED_BY, MANAGED_BY_LABEL
 use super::events::Severity;
 use super::workqueue::WorkQueue;
 use super::{COMPONENT, Context};
-
-/// Annotation of Endpoints used as leader-election records; never deleted.
-const LEADER_ANNOTATION: &str = "control-plane.alpha.kubernetes.io/leader";
 
 /// `namespace/name` of a Service (and of its Endpoints).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -291,7 +289,10 @@ async fn reconcile(
     let Some(service) = service else {
         // The Service is gone: so go its Endpoints and km's slices.
         if let Some(e) = current
-            && !e.annotations().contains_key(LEADER_ANNOTATION)
+            && e.labels()
+                .get(compute::ENDPOINTS_MANAGED_BY_LABEL)
+                .map(String::as_str)
+                == Some(MANAGED_BY)
         {
             delete::<Endpoints>(ctx, key, &key.name).await?;
         }
