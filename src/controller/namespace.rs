@@ -44,6 +44,12 @@ pub enum Error {
         /// What failed, by kind.
         failures: String,
     },
+    /// The finalize call kept meeting concurrent changes.
+    #[error("namespace {namespace}: too many concurrent changes while finalizing; will retry")]
+    Contended {
+        /// The namespace.
+        namespace: String,
+    },
     /// The namespace itself could not be updated.
     #[error("namespace {namespace}: cannot {action}: {source}")]
     Namespace {
@@ -377,12 +383,9 @@ async fn finalize(client: &kube::Client, name: &str) -> Result<(), Error> {
             Err(e) => return Err(fail("finalize it", e)),
         }
     }
-    Err(fail(
-        "finalize it",
-        kube::Error::Api(Box::new(
-            kube::core::Status::failure("too many concurrent changes", "Conflict").with_code(409),
-        )),
-    ))
+    Err(Error::Contended {
+        namespace: name.to_string(),
+    })
 }
 
 #[cfg(test)]

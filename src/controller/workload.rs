@@ -6,6 +6,14 @@
 //! serves ([`kinds`]), a work queue with per-item backoff ([`queue`]) and
 //! the loop that drives a kube-runtime applier ([`runner`]).
 //!
+//! The replicaset and deployment controllers drive kube-runtime's
+//! `applier` (what `Controller` runs on) with triggers of their own rather
+//! than `Controller::owns`: one watch per kind feeds both the reflector the
+//! reconciler reads and the triggers, so a reconcile never sees a cache
+//! older than the event that woke it, and orphans wake every owner whose
+//! selector matches them (sharing a stream with `Controller` needs
+//! kube-runtime's unstable features).
+//!
 //! These controllers stand in for the upstream kube-controller-manager's
 //! in clusters that have none (`km local`), so they follow the upstream
 //! semantics and Kubernetes API conventions, and work against km apiserver
