@@ -14,7 +14,7 @@
 //!   rounded up, unavailability down; both 0 makes unavailability 1), or
 //!   Recreate (old pods gone before new ones are made);
 //! - a Deployment resized mid-rollout is resized across its ReplicaSets in
-//!   proportion ([`scale::proportional`]); `spec.paused` stops rollouts
+//!   proportion (`scale::proportional`); `spec.paused` stops rollouts
 //!   but not resizing; `revisionHistoryLimit` (default 10) old ReplicaSets
 //!   with no replicas are kept, older ones deleted;
 //! - status: replicas, updatedReplicas, readyReplicas, availableReplicas,

@@ -11,9 +11,9 @@
 //!   replaced;
 //! - it creates missing pods from the template (generateName `<rs>-`) in
 //!   batches of 1, 2, 4, ... (a failing batch stops the rest), and deletes
-//!   surplus pods in the order of [`workload::pods::deletion_order`];
+//!   surplus pods in the order of [`super::workload::pods::deletion_order`];
 //! - it waits until its watch has seen what it created and deleted
-//!   ([`workload::expectations`]) before it counts again;
+//!   ([`super::workload::expectations`]) before it counts again;
 //! - it writes `status` (replicas, fullyLabeledReplicas, readyReplicas,
 //!   availableReplicas after `minReadySeconds`, observedGeneration, and the
 //!   ReplicaFailure condition) through the status subresource;
