@@ -19,6 +19,7 @@ pub mod namespace;
 pub mod nodes;
 pub mod replicaset;
 pub mod selection;
+pub mod workload;
 pub mod workqueue;
 
 mod run;

@@ -1,96 +1,139 @@
-//! A work queue of object keys, as controllers use it: a key queued twice
-//! is worked on once, a key is never worked on by two workers at once, and
-//! a key queued while it is being worked on is worked on again afterwards.
+//! A work queue in the manner of client-go's: an item waits in the queue at
+//! most once, is handed to one worker at a time (added again while being
+//! worked on, it is queued once that worker is done), and items that fail
+//! come back after a per-item exponential backoff.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::hash::Hash;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio::sync::Notify;
 
-struct State<K> {
-    order: VecDeque<K>,
-    queued: HashSet<K>,
-    running: HashSet<K>,
-    again: HashSet<K>,
+struct State<T> {
+    queue: VecDeque<T>,
+    queued: HashSet<T>,
+    active: HashSet<T>,
+    again: HashSet<T>,
+    failures: HashMap<T, u32>,
 }
 
-/// Keys waiting to be reconciled.
-pub struct WorkQueue<K> {
-    state: Mutex<State<K>>,
-    ready: Notify,
+/// A deduplicating work queue; cheap to clone.
+pub struct WorkQueue<T> {
+    state: Arc<Mutex<State<T>>>,
+    ready: Arc<Notify>,
 }
 
-impl<K: Clone + Eq + Hash> Default for WorkQueue<K> {
-    fn default() -> Self {
+impl<T> Clone for WorkQueue<T> {
+    fn clone(&self) -> Self {
         WorkQueue {
-            state: Mutex::new(State {
-                order: VecDeque::new(),
-                queued: HashSet::new(),
-                running: HashSet::new(),
-                again: HashSet::new(),
-            }),
-            ready: Notify::new(),
+            state: self.state.clone(),
+            ready: self.ready.clone(),
         }
     }
 }
 
-impl<K: Clone + Eq + Hash> WorkQueue<K> {
-    fn lock(&self) -> std::sync::MutexGuard<'_, State<K>> {
+impl<T> Default for WorkQueue<T> {
+    fn default() -> Self {
+        WorkQueue {
+            state: Arc::new(Mutex::new(State {
+                queue: VecDeque::new(),
+                queued: HashSet::new(),
+                active: HashSet::new(),
+                again: HashSet::new(),
+                failures: HashMap::new(),
+            })),
+            ready: Arc::new(Notify::new()),
+        }
+    }
+}
+
+/// The backoff after `failures` consecutive failures: 100 ms doubling, at
+/// most 60 s.
+pub fn backoff(failures: u32) -> Duration {
+    let ms = 100u64.saturating_mul(1u64 << failures.saturating_sub(1).min(20));
+    Duration::from_millis(ms.min(60_000))
+}
+
+impl<T: Hash + Eq + Clone + Send + 'static> WorkQueue<T> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State<T>> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Queues `key` (once, however often it is added before a worker takes it).
-    pub fn add(&self, key: K) {
+    /// Queues `item` unless it is already waiting.
+    pub fn add(&self, item: T) {
         let mut s = self.lock();
-        if s.running.contains(&key) {
-            s.again.insert(key);
+        if s.queued.contains(&item) {
             return;
         }
-        if s.queued.insert(key.clone()) {
-            s.order.push_back(key);
-            drop(s);
-            self.ready.notify_one();
+        if s.active.contains(&item) {
+            s.again.insert(item);
+            return;
         }
+        s.queued.insert(item.clone());
+        s.queue.push_back(item);
+        drop(s);
+        self.ready.notify_one();
     }
 
-    /// Takes the next key, waiting for one; call [`WorkQueue::done`] after it.
-    pub async fn next(&self) -> K {
+    /// Queues `item` after `delay`.
+    pub fn add_after(&self, item: T, delay: Duration) {
+        let q = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            q.add(item);
+        });
+    }
+
+    /// The next item; the caller must call [`WorkQueue::done`] with it.
+    pub async fn next(&self) -> T {
         loop {
             let notified = self.ready.notified();
             {
                 let mut s = self.lock();
-                if let Some(key) = s.order.pop_front() {
-                    s.queued.remove(&key);
-                    s.running.insert(key.clone());
-                    if !s.order.is_empty() {
+                if let Some(item) = s.queue.pop_front() {
+                    s.queued.remove(&item);
+                    s.active.insert(item.clone());
+                    let more = !s.queue.is_empty();
+                    drop(s);
+                    if more {
                         self.ready.notify_one();
                     }
-                    return key;
+                    return item;
                 }
             }
             notified.await;
         }
     }
 
-    /// Marks `key` as worked on; queues it again if it was added meanwhile.
-    pub fn done(&self, key: &K) {
+    /// A worker finished `item`: it succeeded (`ok`), or comes back after
+    /// its backoff.
+    pub fn done(&self, item: T, ok: bool) {
         let mut s = self.lock();
-        s.running.remove(key);
-        if s.again.remove(key) && s.queued.insert(key.clone()) {
-            s.order.push_back(key.clone());
-            drop(s);
-            self.ready.notify_one();
+        s.active.remove(&item);
+        let retry = if ok {
+            s.failures.remove(&item);
+            None
+        } else {
+            let n = s.failures.entry(item.clone()).or_default();
+            *n += 1;
+            Some(backoff(*n))
+        };
+        let again = s.again.remove(&item);
+        drop(s);
+        match retry {
+            Some(delay) => self.add_after(item, delay),
+            None if again => self.add(item),
+            None => {}
         }
     }
 
-    /// Keys queued or being worked on.
+    /// Items waiting (not counting those being worked on).
     pub fn len(&self) -> usize {
-        let s = self.lock();
-        s.order.len() + s.running.len()
+        self.lock().queue.len()
     }
 
-    /// Nothing queued and nothing being worked on.
+    /// Nothing is waiting.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -101,39 +144,35 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn a_key_queued_twice_is_taken_once() {
+    async fn items_wait_once_and_one_worker_at_a_time() {
         let q = WorkQueue::default();
         q.add("a");
-        q.add("b");
         q.add("a");
-        assert_eq!(q.next().await, "a");
+        q.add("b");
+        assert_eq!(q.len(), 2);
+        let a = q.next().await;
+        assert_eq!(a, "a");
+        q.add("a");
+        assert_eq!(q.len(), 1, "a is being worked on: it waits for done");
         assert_eq!(q.next().await, "b");
-        assert_eq!(q.len(), 2, "both running");
-        q.done(&"a");
-        q.done(&"b");
+        q.done("b", true);
+        q.done("a", true);
+        assert_eq!(q.next().await, "a");
+        q.done("a", true);
         assert!(q.is_empty());
     }
 
     #[tokio::test]
-    async fn a_key_added_while_running_comes_back_after_done() {
+    async fn failures_come_back_after_a_growing_backoff() {
         let q = WorkQueue::default();
         q.add(1);
-        let k = q.next().await;
-        q.add(1);
-        assert_eq!(q.lock().order.len(), 0, "not handed to a second worker");
-        q.done(&k);
-        assert_eq!(q.next().await, 1);
-    }
-
-    #[tokio::test]
-    async fn next_waits_for_an_add() {
-        let q = std::sync::Arc::new(WorkQueue::default());
-        let waiter = tokio::spawn({
-            let q = q.clone();
-            async move { q.next().await }
-        });
-        tokio::task::yield_now().await;
-        q.add(7);
-        assert_eq!(waiter.await.unwrap(), 7);
+        let i = q.next().await;
+        q.done(i, false);
+        assert!(q.is_empty(), "a failed item waits out its backoff");
+        let again = tokio::time::timeout(Duration::from_secs(30), q.next()).await;
+        assert_eq!(again.ok(), Some(1));
+        assert_eq!(backoff(1), Duration::from_millis(100));
+        assert_eq!(backoff(2), Duration::from_millis(200));
+        assert_eq!(backoff(40), Duration::from_secs(60));
     }
 }

@@ -14,7 +14,6 @@ pub mod compute;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::{Endpoints, Pod, Service};
@@ -78,7 +77,7 @@ struct Stores {
 /// Runs the endpoints controller until `stop`.
 pub async fn run(ctx: Context, stop: CancellationToken) -> anyhow::Result<()> {
     let client = ctx.client.clone();
-    let queue = Arc::new(WorkQueue::<Key>::default());
+    let queue = WorkQueue::<Key>::default();
     let (services, w_services) = reflector::store::<Service>();
     let (pods, w_pods) = reflector::store::<Pod>();
     let (endpoints, w_endpoints) = reflector::store::<Endpoints>();
@@ -215,16 +214,11 @@ pub async fn run(ctx: Context, stop: CancellationToken) -> anyhow::Result<()> {
                     k = queue.next() => k,
                     _ = stop.cancelled() => return,
                 };
-                if let Err(e) = reconcile(&ctx, &stores, &key, &warned).await {
-                    tracing::warn!(error = %e, service = %format!("{}/{}", key.namespace, key.name), "endpoints sync failed; retrying");
-                    let queue = queue.clone();
-                    let key = key.clone();
-                    tokio::spawn(async move {
-                        tokio::time::sleep(Duration::from_millis(500 + fastrand::u64(..500))).await;
-                        queue.add(key);
-                    });
+                let result = reconcile(&ctx, &stores, &key, &warned).await;
+                if let Err(e) = &result {
+                    tracing::warn!(error = %e, service = %format!("{}/{}", key.namespace, key.name), "endpoints sync failed; retrying with backoff");
                 }
-                queue.done(&key);
+                queue.done(key, result.is_ok());
             }
         });
     }
