@@ -21,6 +21,7 @@ pub mod manifest;
 pub mod mesos;
 pub mod offers;
 pub mod podtask;
+pub mod proxy;
 pub mod resources;
 pub mod scheduler;
 pub mod version;

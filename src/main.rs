@@ -71,6 +71,14 @@ enum Role {
     /// (replicaset, deployment, garbagecollector, namespace) for clusters
     /// without the upstream kube-controller-manager. Leader-elected.
     ControllerManager(Box<km::controller::Args>),
+    /// The Service proxy on every node: forwards Service traffic to endpoints at hostIP:hostPort.
+    ///
+    /// Watches Services and Endpoints and forwards each service port's TCP
+    /// and UDP traffic to its ready endpoints (round-robin, or sticky with
+    /// sessionAffinity ClientIP). Listens on NodePorts; serves ClusterIPs
+    /// where it may program nftables or iptables DNAT (root), and otherwise
+    /// warns that only NodePorts are served. /healthz and /metrics.
+    Proxy(Box<km::proxy::Args>),
     /// Print the version and git commit.
     Version,
 }
@@ -88,6 +96,7 @@ fn main() -> ExitCode {
         Role::Scheduler(a) => serve(|stop| km::scheduler::run(*a, stop)),
         Role::Executor(a) => serve(|stop| km::executor::run(*a, stop)),
         Role::ControllerManager(a) => serve(|stop| km::controller::run(*a, stop)),
+        Role::Proxy(a) => serve(|stop| km::proxy::run(*a, stop)),
         Role::DevMaster(a) => serve(|stop| km::devcluster::master::run(a, stop)),
         Role::DevAgent(a) => serve(|stop| km::devcluster::agent::run(a, stop)),
         Role::Version => {

@@ -62,7 +62,7 @@ fn unknown_role_names_the_known_ones() {
     assert!(err.contains("unknown role schedule"), "{err}");
     assert!(
         err.contains(
-            "known roles: fit, dev-master, dev-agent, apiserver, scheduler, executor, controller-manager, version"
+            "known roles: fit, dev-master, dev-agent, apiserver, scheduler, executor, controller-manager, proxy, version"
         ),
         "{err}"
     );

@@ -7,4 +7,5 @@
 mod support;
 
 mod controllers;
+mod proxy;
 mod workloads;
