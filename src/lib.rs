@@ -14,6 +14,7 @@ pub mod executor;
 pub mod fit;
 pub mod flags;
 pub mod goquote;
+pub mod hostaddr;
 pub mod insecure_tls;
 pub mod kubeclient;
 pub mod logging;

@@ -70,7 +70,10 @@ pub async fn run(args: Args, stop: CancellationToken) -> anyhow::Result<()> {
     }
 }
 
-/// The node's address: the agent's endpoint address unless it is unspecified.
+/// The node's address: the agent's endpoint address, unless that is
+/// unspecified or loopback (an agent serving only this machine): then this
+/// machine's primary address, where Docker publishes the pods' host ports
+/// too (Endpoints may not hold loopback addresses).
 fn host_ip(env: &ExecutorEnv) -> String {
     let host = env
         .agent_endpoint
@@ -79,8 +82,8 @@ fn host_ip(env: &ExecutorEnv) -> String {
         .unwrap_or(&env.agent_endpoint)
         .trim_matches(['[', ']']);
     match host.parse::<IpAddr>() {
-        Ok(ip) if !ip.is_unspecified() => ip.to_string(),
-        _ => "127.0.0.1".into(),
+        Ok(ip) if !ip.is_unspecified() && !ip.is_loopback() => ip.to_string(),
+        _ => crate::hostaddr::primary_ipv4().to_string(),
     }
 }
 

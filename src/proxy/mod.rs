@@ -262,7 +262,7 @@ async fn node_ip(client: &kube::Client, node: &str, local: &BTreeSet<Ipv4Addr>) 
     };
     match internal {
         Some(ip) if local.contains(&ip) => ip,
-        _ => nodeaddr::primary_ipv4(),
+        _ => crate::hostaddr::primary_ipv4(),
     }
 }
 

@@ -7,7 +7,7 @@
 //! leaf); addresses added later are not picked up until a restart.
 
 use std::collections::BTreeSet;
-use std::net::{IpAddr, Ipv4Addr, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr};
 use std::str::FromStr;
 
 /// An IPv4 network such as `192.0.2.0/24` (`--nodeport-addresses`).
@@ -86,20 +86,6 @@ pub fn nodeport_addresses(filter: &[Cidr], local: &BTreeSet<Ipv4Addr>) -> Option
             .map(|ip| IpAddr::V4(*ip))
             .collect(),
     )
-}
-
-/// The source address of the default route (no packet is sent), else 127.0.0.1.
-pub fn primary_ipv4() -> Ipv4Addr {
-    let probe = || -> std::io::Result<IpAddr> {
-        let s = UdpSocket::bind("0.0.0.0:0")?;
-        // A documentation address (TEST-NET-3): routed by the default route.
-        s.connect("203.0.113.1:9")?;
-        Ok(s.local_addr()?.ip())
-    };
-    match probe() {
-        Ok(IpAddr::V4(ip)) if !ip.is_unspecified() => ip,
-        _ => Ipv4Addr::LOCALHOST,
-    }
 }
 
 #[cfg(test)]

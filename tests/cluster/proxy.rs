@@ -115,7 +115,7 @@ impl Proxy {
 
 /// This host's address: where "pods" (the echo servers) are reached.
 fn host_ip() -> Ipv4Addr {
-    let ip = km::proxy::nodeaddr::primary_ipv4();
+    let ip = km::hostaddr::primary_ipv4();
     assert!(
         !ip.is_loopback(),
         "the tests need a non-loopback address (a default route): Endpoints may not be loopback"

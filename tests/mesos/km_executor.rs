@@ -377,8 +377,10 @@ async fn a_pod_runs_on_docker_shares_localhost_and_answers_on_its_host_port() {
     let spec = p.spec.as_ref().unwrap();
     assert_eq!(spec.node_name.as_deref(), Some(n.hostname.as_str()));
     let st = p.status.as_ref().unwrap();
-    assert_eq!(st.pod_ip.as_deref(), Some("127.0.0.1"));
-    assert_eq!(st.host_ip.as_deref(), Some("127.0.0.1"));
+    // The agent listens on loopback: the node's address is the machine's own.
+    let host = km::hostaddr::primary_ipv4().to_string();
+    assert_eq!(st.pod_ip.as_deref(), Some(host.as_str()));
+    assert_eq!(st.host_ip.as_deref(), Some(host.as_str()));
     let web = container_status(&p, "web").unwrap();
     assert!(web.ready);
     assert_eq!(web.restart_count, 0);

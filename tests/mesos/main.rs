@@ -3,6 +3,7 @@
 
 mod agent;
 mod executor;
+mod km_cluster;
 mod km_executor;
 mod km_scheduler;
 mod km_scheduler_ops;

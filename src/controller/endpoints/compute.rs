@@ -51,6 +51,14 @@ pub enum Problem {
         /// The targetPort name.
         target_port: String,
     },
+    /// A selected pod's address cannot be an endpoint (loopback,
+    /// unspecified or link-local, which the API refuses in Endpoints).
+    UnusableAddress {
+        /// `namespace/name` of the pod.
+        pod: String,
+        /// The address.
+        ip: String,
+    },
     /// A selected pod has no host port mapping for a target port: it was
     /// not launched by km's scheduler, or not yet.
     NoHostPort {
@@ -101,6 +109,23 @@ fn live(pod: &Pod) -> bool {
             pod.status.as_ref().and_then(|s| s.phase.as_deref()),
             Some("Succeeded" | "Failed")
         )
+}
+
+/// An address the API accepts in Endpoints: an IP that is not loopback,
+/// unspecified or link-local.
+fn usable(ip: &str) -> bool {
+    match ip.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(v4)) => {
+            !(v4.is_loopback() || v4.is_unspecified() || v4.is_link_local() || v4.is_multicast())
+        }
+        Ok(std::net::IpAddr::V6(v6)) => {
+            !(v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || (v6.segments()[0] & 0xffc0) == 0xfe80)
+        }
+        Err(_) => false,
+    }
 }
 
 fn ready(pod: &Pod) -> bool {
@@ -238,6 +263,16 @@ pub fn compute<'a>(
         let Some(ip) = ip.filter(|ip| !ip.is_empty()) else {
             continue;
         };
+        if !usable(ip) {
+            problems.insert(Problem::UnusableAddress {
+                pod: format!(
+                    "{namespace}/{}",
+                    pod.metadata.name.as_deref().unwrap_or_default()
+                ),
+                ip: ip.to_string(),
+            });
+            continue;
+        }
         let mut offered = Vec::new();
         for port in ports {
             match resolve(pod, port, host_ports) {
@@ -669,6 +704,24 @@ mod tests {
             [Problem::NoHostPort {
                 pod: "ns/a".into(),
                 annotation: "k8s.mesosphere.io/port_TCP_8080".into()
+            }]
+        );
+    }
+
+    #[test]
+    fn loopback_addresses_are_skipped_and_named() {
+        let svc = service(json!([{"name": "web", "port": 80, "targetPort": "http"}]));
+        let pods = [
+            pod("a", "127.0.0.1", true, http_notes(31000)),
+            pod("b", "10.0.0.2", true, http_notes(31000)),
+        ];
+        let d = compute(&svc, &pods, true).unwrap();
+        assert_eq!(ips(&d.subsets.unwrap()[0].addresses), ["10.0.0.2"]);
+        assert_eq!(
+            d.problems.into_iter().collect::<Vec<_>>(),
+            [Problem::UnusableAddress {
+                pod: "ns/a".into(),
+                ip: "127.0.0.1".into()
             }]
         );
     }

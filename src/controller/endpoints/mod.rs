@@ -323,6 +323,16 @@ fn report(ctx: &Context, service: &Service, desired: &Desired, warned: &Mutex<Ha
                     "port {service_port}: targetPort {target_port:?} names no container port (with the same protocol) of any selected pod; this port has no endpoints, the others are unaffected"
                 ),
             ),
+            Problem::UnusableAddress { pod, ip } => {
+                let mut warned = warned.lock().unwrap_or_else(|p| p.into_inner());
+                if warned.insert(problem.clone()) {
+                    tracing::warn!(
+                        pod,
+                        ip,
+                        "pod skipped: its address cannot be an endpoint (loopback, unspecified or link-local); give its Mesos agent a routable --ip"
+                    );
+                }
+            }
             Problem::NoHostPort { pod, annotation } => {
                 let mut warned = warned.lock().unwrap_or_else(|p| p.into_inner());
                 if warned.len() > 10_000 {
