@@ -34,13 +34,14 @@ lint:
 fmt:
 	$(CARGO) fmt
 
-## bench: placement, dev-master, apiserver and scheduler benchmarks (figures on stdout)
+## bench: placement, dev-master, apiserver, scheduler, executor and proxy benchmarks (figures on stdout)
 bench:
 	$(CARGO) bench --bench matcher
 	$(CARGO) bench --bench devmaster
 	$(CARGO) bench --bench apiserver
 	$(CARGO) bench --bench scheduler
 	$(CARGO) bench --bench executor
+	$(CARGO) bench --bench proxy
 
 install: release
 	install -d $(DESTDIR)$(PREFIX)/bin
