@@ -110,8 +110,9 @@ fn main() {
             .until(|| answered_by(through(*changing.last().unwrap()), Some("x")))
             .await;
 
-        latency(&sizes, echo, through(echo_np)).await;
-        throughput(&sizes, bulk, through(bulk_np)).await;
+        let pid = proxy.child.id();
+        latency(&sizes, echo, through(echo_np), pid).await;
+        throughput(&sizes, bulk, through(bulk_np), pid).await;
         endpoint_changes(&sizes, &client, &changing, names, &mut proxy).await;
         proxy.kill();
         stop.cancel();
@@ -304,7 +305,53 @@ fn ms(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1e3)
 }
 
-async fn latency(sizes: &Sizes, direct: SocketAddr, proxied: SocketAddr) {
+/// CPU seconds (user + system) used so far by process `pid` ("self" for this one).
+fn cpu_seconds(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime, in clock ticks of 1/100 s (USER_HZ on Linux).
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// CPU time per operation of this process and of the proxy while `ops` run.
+struct Cpu {
+    own: f64,
+    proxy: f64,
+    pid: String,
+}
+
+impl Cpu {
+    fn start(proxy: u32) -> Cpu {
+        let pid = proxy.to_string();
+        Cpu {
+            own: cpu_seconds("self"),
+            proxy: cpu_seconds(&pid),
+            pid,
+        }
+    }
+
+    /// (this process, the proxy) CPU per operation.
+    fn per(&self, ops: usize) -> (Duration, Duration) {
+        let per = |s: f64| Duration::from_secs_f64((s / ops.max(1) as f64).max(0.0));
+        (
+            per(cpu_seconds("self") - self.own),
+            per(cpu_seconds(&self.pid) - self.proxy),
+        )
+    }
+}
+
+async fn latency(sizes: &Sizes, direct: SocketAddr, proxied: SocketAddr, proxy: u32) {
     let (mut d, mut p) = (Vec::new(), Vec::new());
     // Warm up both paths.
     for _ in 0..50 {
@@ -312,14 +359,21 @@ async fn latency(sizes: &Sizes, direct: SocketAddr, proxied: SocketAddr) {
         one_request(proxied).await;
     }
     let per_round = sizes.requests / sizes.rounds;
+    let (mut cpu_direct, mut cpu_proxied) = (Duration::ZERO, (Duration::ZERO, Duration::ZERO));
     for _ in 0..sizes.rounds {
+        let cpu = Cpu::start(proxy);
         for _ in 0..per_round {
             d.push(one_request(direct).await);
         }
+        cpu_direct += cpu.per(per_round).0;
+        let cpu = Cpu::start(proxy);
         for _ in 0..per_round {
             p.push(one_request(proxied).await);
         }
+        let (own, px) = cpu.per(per_round);
+        cpu_proxied = (cpu_proxied.0 + own, cpu_proxied.1 + px);
     }
+    let rounds = sizes.rounds as u32;
     d.sort();
     p.sort();
     let overhead = pct(&p, 0.5).saturating_sub(pct(&d, 0.5));
@@ -332,6 +386,12 @@ async fn latency(sizes: &Sizes, direct: SocketAddr, proxied: SocketAddr) {
         us(pct(&p, 0.99)),
         us(overhead),
         verdict(overhead <= Duration::from_micros(100)),
+    );
+    println!(
+        "  CPU per request: direct {} (client and backend); through the proxy {} (client and backend) + {} (km proxy)",
+        us(cpu_direct / rounds),
+        us(cpu_proxied.0 / rounds),
+        us(cpu_proxied.1 / rounds),
     );
 }
 
@@ -351,21 +411,27 @@ async fn transfer(to: SocketAddr) -> Duration {
     t.elapsed()
 }
 
-async fn throughput(sizes: &Sizes, direct: SocketAddr, proxied: SocketAddr) {
+async fn throughput(sizes: &Sizes, direct: SocketAddr, proxied: SocketAddr, proxy: u32) {
     for _ in 0..5 {
         transfer(direct).await;
         transfer(proxied).await;
     }
     let (mut d, mut p) = (Duration::ZERO, Duration::ZERO);
     let per_round = sizes.transfers / sizes.rounds;
+    let (mut cpu_direct, mut cpu_proxy) = (Duration::ZERO, Duration::ZERO);
     for _ in 0..sizes.rounds {
+        let cpu = Cpu::start(proxy);
         for _ in 0..per_round {
             d += transfer(direct).await;
         }
+        cpu_direct += cpu.per(per_round).0;
+        let cpu = Cpu::start(proxy);
         for _ in 0..per_round {
             p += transfer(proxied).await;
         }
+        cpu_proxy += cpu.per(per_round).1;
     }
+    let rounds = sizes.rounds as u32;
     let n = (per_round * sizes.rounds) as f64;
     let mbps = |t: Duration| n * TRANSFER as f64 / 1e6 / t.as_secs_f64();
     let ratio = mbps(p) / mbps(d);
@@ -376,6 +442,11 @@ async fn throughput(sizes: &Sizes, direct: SocketAddr, proxied: SocketAddr) {
         mbps(p),
         ratio * 100.0,
         verdict(ratio >= 0.8),
+    );
+    println!(
+        "  CPU per 1 MiB transfer: direct {} (client and backend); km proxy {}",
+        us(cpu_direct / rounds),
+        us(cpu_proxy / rounds),
     );
 }
 
