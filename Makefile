@@ -34,7 +34,7 @@ lint:
 fmt:
 	$(CARGO) fmt
 
-## bench: placement, dev-master, apiserver, scheduler, executor and controller benchmarks (figures on stdout)
+## bench: placement, dev-master, apiserver, scheduler, executor, controller and proxy benchmarks (figures on stdout)
 bench:
 	$(CARGO) bench --bench matcher
 	$(CARGO) bench --bench devmaster
@@ -42,6 +42,7 @@ bench:
 	$(CARGO) bench --bench scheduler
 	$(CARGO) bench --bench executor
 	$(CARGO) bench --bench controller
+	$(CARGO) bench --bench proxy
 
 install: release
 	install -d $(DESTDIR)$(PREFIX)/bin

@@ -98,7 +98,8 @@ pub struct Args {
         long,
         env = "KM_PROXY_HEALTHZ_BIND_ADDRESS",
         default_value = "127.0.0.1:10256",
-        value_name = "IP:PORT"
+        value_name = "IP:PORT",
+        value_parser = socket_address
     )]
     pub healthz_bind_address: SocketAddr,
     /// Address and port of /metrics (and /healthz); port 0 picks one.
@@ -106,7 +107,8 @@ pub struct Args {
         long,
         env = "KM_PROXY_METRICS_BIND_ADDRESS",
         default_value = "127.0.0.1:10249",
-        value_name = "IP:PORT"
+        value_name = "IP:PORT",
+        value_parser = socket_address
     )]
     pub metrics_bind_address: SocketAddr,
     /// Serve NodePorts only on this node's addresses inside these IPv4 CIDRs (comma-separated, e.g. 127.0.0.0/8,192.0.2.0/24) [default: every address].
@@ -118,11 +120,19 @@ pub struct Args {
     )]
     pub nodeport_addresses: Vec<nodeaddr::Cidr>,
     /// How long a UDP client session lives without traffic.
-    #[arg(long, env = "KM_PROXY_UDP_TIMEOUT", default_value = "30s", value_parser = positive_duration)]
+    #[arg(long, env = "KM_PROXY_UDP_TIMEOUT", default_value = "30s", value_parser = positive_duration, value_name = "DURATION")]
     pub udp_timeout: Duration,
     /// How long connections to a removed endpoint may finish (the endpoint gets a FIN and its answer is forwarded) before they are closed.
-    #[arg(long, env = "KM_PROXY_CONNECTION_DRAIN_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "KM_PROXY_CONNECTION_DRAIN_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration, value_name = "DURATION")]
     pub connection_drain_timeout: Duration,
+}
+
+fn socket_address(s: &str) -> Result<SocketAddr, String> {
+    s.parse().map_err(|_| {
+        format!(
+            "{s:?} is not an address and port; write it like 127.0.0.1:10256 (port 0 picks one)"
+        )
+    })
 }
 
 fn positive_duration(s: &str) -> Result<Duration, String> {

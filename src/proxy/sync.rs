@@ -75,8 +75,8 @@ impl<K: kube::Resource> Store<K> {
 }
 
 enum Change {
-    Service(Result<watcher::Event<Service>, watcher::Error>),
-    Endpoints(Result<watcher::Event<Endpoints>, watcher::Error>),
+    Service(Box<Result<watcher::Event<Service>, watcher::Error>>),
+    Endpoints(Box<Result<watcher::Event<Endpoints>, watcher::Error>>),
 }
 
 /// Runs until `stop`: watches, and keeps `dp` equal to what they say.
@@ -93,10 +93,10 @@ pub async fn run(
         watcher::Config::default(),
     )
     .default_backoff()
-    .map(Change::Service);
+    .map(|c| Change::Service(Box::new(c)));
     let endpoints = watcher(Api::<Endpoints>::all(client), watcher::Config::default())
         .default_backoff()
-        .map(Change::Endpoints);
+        .map(|c| Change::Endpoints(Box::new(c)));
     let mut changes = std::pin::pin!(futures::stream::select(services, endpoints));
     let mut svcs: Store<Service> = Store::new();
     let mut eps: Store<Endpoints> = Store::new();
@@ -123,16 +123,20 @@ pub async fn run(
             _ = stop.cancelled() => break,
         };
         let keys = match change {
-            Change::Service(Ok(ev)) => svcs.apply(ev),
-            Change::Endpoints(Ok(ev)) => eps.apply(ev),
-            Change::Service(Err(e)) => {
-                tracing::warn!(error = %e, "watching Services failed; retrying");
-                continue;
-            }
-            Change::Endpoints(Err(e)) => {
-                tracing::warn!(error = %e, "watching Endpoints failed; retrying");
-                continue;
-            }
+            Change::Service(c) => match *c {
+                Ok(ev) => svcs.apply(ev),
+                Err(e) => {
+                    tracing::warn!(error = %e, "watching Services failed; retrying");
+                    continue;
+                }
+            },
+            Change::Endpoints(c) => match *c {
+                Ok(ev) => eps.apply(ev),
+                Err(e) => {
+                    tracing::warn!(error = %e, "watching Endpoints failed; retrying");
+                    continue;
+                }
+            },
         };
         // Until both kinds are listed, a Service would be served without
         // its endpoints (or endpoints looked up for no Service): wait.

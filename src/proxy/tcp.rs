@@ -145,20 +145,22 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let mut buf = vec![0u8; BUFFER];
+    // Not zero-filled: read_buf only exposes what was read.
+    let mut buf = bytes::BytesMut::with_capacity(BUFFER);
     loop {
+        buf.clear();
         let n = match stop {
             Some(stop) => tokio::select! {
                 biased;
                 _ = stop.cancelled() => break,
-                n = r.read(&mut buf) => n?,
+                n = r.read_buf(&mut buf) => n?,
             },
-            None => r.read(&mut buf).await?,
+            None => r.read_buf(&mut buf).await?,
         };
         if n == 0 {
             break;
         }
-        w.write_all(&buf[..n]).await?;
+        w.write_all(&buf).await?;
         bytes.inc_by(n as u64);
     }
     w.shutdown().await

@@ -1,0 +1,494 @@
+//! km proxy benchmarks, with `km proxy` as a separate process (the km
+//! binary built for this bench, `--proxy-mode=userspace`, NodePorts on
+//! 127.0.0.1) against an in-process km apiserver (plain HTTP on loopback).
+//! Backends are in-process TCP servers on this host's address, standing
+//! for pods at hostIP:hostPort; clients connect to the backend directly
+//! and through the proxy's NodePort, alternating rounds.
+//!
+//! * latency: one connection per request (connect, 64-byte request, 64-byte
+//!   answer, close), sequential. Median and p99, direct and through the
+//!   proxy; overhead = difference of the medians. Target ≤ 100 µs.
+//! * throughput: one connection per 1 MB transfer (the backend writes 1 MiB
+//!   and closes; the client reads to the end), sequential. MB/s direct and
+//!   through the proxy. Target ≥ 80 % of direct.
+//! * endpoints change: 1,000 NodePort Services with one endpoint each; an
+//!   Endpoints object is patched to a backend with another name, and the
+//!   time is measured from just before the write until a new connection
+//!   through that Service's NodePort is answered by the new backend
+//!   (clients retry at once). p50/p99 over 200 changes. Target p99 ≤ 100 ms.
+//!
+//! `cargo bench --bench proxy` runs the full sizes; under `cargo test` a
+//! small run checks the code paths.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{Endpoints, Service};
+use kube::Api;
+use kube::api::{Patch, PatchParams, PostParams};
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+
+#[path = "support/machine.rs"]
+mod machine;
+
+struct Sizes {
+    requests: usize,
+    transfers: usize,
+    rounds: usize,
+    services: usize,
+    changes: usize,
+}
+
+#[derive(clap::Parser)]
+struct ApiCli {
+    #[command(flatten)]
+    args: km::apiserver::Args,
+}
+
+const REQUEST: usize = 64;
+const TRANSFER: usize = 1 << 20;
+/// Bound of every wait.
+const PATIENCE: Duration = Duration::from_secs(120);
+
+fn main() {
+    let benching = std::env::args().any(|a| a == "--bench");
+    let sizes = if benching {
+        Sizes {
+            requests: 2_000,
+            transfers: 200,
+            rounds: 5,
+            services: 1_000,
+            changes: 200,
+        }
+    } else {
+        Sizes {
+            requests: 50,
+            transfers: 5,
+            rounds: 1,
+            services: 20,
+            changes: 5,
+        }
+    };
+    println!(
+        "{}\nworkload: km proxy (separate process, userspace mode) + in-process km apiserver; backends on {}",
+        machine::describe(),
+        km::proxy::nodeaddr::primary_ipv4()
+    );
+    km::mesos::scheduler::install_crypto_provider();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let stop = CancellationToken::new();
+        let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("temp dir");
+        let (kubeconfig, client) = apiserver(dir.path(), stop.clone()).await;
+        let host = IpAddr::V4(km::proxy::nodeaddr::primary_ipv4());
+        assert!(
+            !host.is_loopback(),
+            "needs a default route: Endpoints may not be loopback"
+        );
+
+        let echo = SocketAddr::new(host, serve(answer_request, &stop).await);
+        let bulk = SocketAddr::new(host, serve(send_megabyte, &stop).await);
+        let names = [
+            SocketAddr::new(host, serve(|c| say(c, b"x\n"), &stop).await),
+            SocketAddr::new(host, serve(|c| say(c, b"y\n"), &stop).await),
+        ];
+        let echo_np = service(&client, "echo", echo).await;
+        let bulk_np = service(&client, "bulk", bulk).await;
+        let mut changing = Vec::new();
+        for i in 0..sizes.services {
+            changing.push(service(&client, &format!("svc-{i}"), names[0]).await);
+        }
+        let mut proxy = Proxy::start(&kubeconfig, dir.path());
+        let through = |np: u16| SocketAddr::from(([127, 0, 0, 1], np));
+        proxy.until(|| answered_by(through(echo_np), None)).await;
+        proxy
+            .until(|| answered_by(through(*changing.last().unwrap()), Some("x")))
+            .await;
+
+        let pid = proxy.child.id();
+        latency(&sizes, echo, through(echo_np), pid).await;
+        throughput(&sizes, bulk, through(bulk_np), pid).await;
+        endpoint_changes(&sizes, &client, &changing, names, &mut proxy).await;
+        proxy.kill();
+        stop.cancel();
+    });
+}
+
+/// An in-process km apiserver: its kubeconfig and a client.
+async fn apiserver(dir: &Path, stop: CancellationToken) -> (PathBuf, kube::Client) {
+    let args = <ApiCli as clap::Parser>::parse_from([
+        "km",
+        "--data-dir",
+        dir.join("api").to_str().unwrap(),
+        "--no-tls",
+        "--insecure-port",
+        "0",
+        "--service-cluster-ip-range",
+        "10.96.0.0/16",
+    ])
+    .args;
+    let api = km::apiserver::start(args, stop)
+        .await
+        .expect("apiserver starts");
+    let url = format!("http://{}", api.insecure_addr.unwrap());
+    tokio::spawn(api.wait());
+    let kubeconfig = dir.join("kubeconfig");
+    km::apiserver::kubeconfig::write_kubeconfig(&kubeconfig, &url, None, None).unwrap();
+    let client = kube::Client::try_from(kube::Config::new(url.parse().unwrap())).unwrap();
+    (kubeconfig, client)
+}
+
+/// A NodePort Service `name` with one endpoint; returns its NodePort.
+async fn service(client: &kube::Client, name: &str, backend: SocketAddr) -> u16 {
+    let services: Api<Service> = Api::namespaced(client.clone(), "default");
+    let svc: Service = serde_json::from_value(json!({"metadata": {"name": name},
+        "spec": {"type": "NodePort", "ports": [{"name": "tcp", "port": 80}]}}))
+    .unwrap();
+    let svc = services.create(&PostParams::default(), &svc).await.unwrap();
+    let np = svc.spec.unwrap().ports.unwrap()[0].node_port.unwrap() as u16;
+    let endpoints: Api<Endpoints> = Api::namespaced(client.clone(), "default");
+    let eps: Endpoints = serde_json::from_value(json!({"metadata": {"name": name},
+        "subsets": subsets(backend)}))
+    .unwrap();
+    endpoints
+        .create(&PostParams::default(), &eps)
+        .await
+        .unwrap();
+    np
+}
+
+fn subsets(backend: SocketAddr) -> serde_json::Value {
+    json!([{"addresses": [{"ip": backend.ip().to_string()}], "ports": [{"name": "tcp", "port": backend.port()}]}])
+}
+
+/// `km proxy` as a child process.
+struct Proxy {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Proxy {
+    fn start(kubeconfig: &Path, dir: &Path) -> Proxy {
+        let log = dir.join("proxy.log");
+        let child = Command::new(env!("CARGO_BIN_EXE_km"))
+            .args(["proxy", "--kubeconfig"])
+            .arg(kubeconfig)
+            .args([
+                "--proxy-mode",
+                "userspace",
+                "--nodeport-addresses",
+                "127.0.0.1/32",
+                "--healthz-bind-address",
+                "127.0.0.1:0",
+                "--metrics-bind-address",
+                "127.0.0.1:0",
+            ])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("km proxy starts");
+        Proxy { child, log }
+    }
+
+    /// Waits until `probe` succeeds; panics with the proxy's log if it never does.
+    async fn until<F, Fut>(&mut self, probe: F)
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let deadline = Instant::now() + PATIENCE;
+        while !probe().await {
+            if Instant::now() > deadline || self.child.try_wait().ok().flatten().is_some() {
+                let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+                panic!("km proxy did not get there; its log:\n{log}");
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Serves each connection with `handle` on 0.0.0.0; returns the port.
+async fn serve<F, Fut>(handle: F, stop: &CancellationToken) -> u16
+where
+    F: Fn(TcpStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = std::io::Result<()>> + Send + 'static,
+{
+    let l = TcpListener::bind("0.0.0.0:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    let stop = stop.clone();
+    tokio::spawn(async move {
+        loop {
+            let c = tokio::select! {
+                _ = stop.cancelled() => return,
+                a = l.accept() => a,
+            };
+            if let Ok((c, _)) = c {
+                let _ = c.set_nodelay(true);
+                tokio::spawn(handle(c));
+            }
+        }
+    });
+    port
+}
+
+async fn answer_request(mut c: TcpStream) -> std::io::Result<()> {
+    let mut req = [0u8; REQUEST];
+    c.read_exact(&mut req).await?;
+    c.write_all(&req).await?;
+    // Wait for the client to close first (no TIME_WAIT pile-up on our side).
+    let _ = c.read(&mut req).await;
+    Ok(())
+}
+
+async fn send_megabyte(mut c: TcpStream) -> std::io::Result<()> {
+    static DATA: [u8; TRANSFER] = [7u8; TRANSFER];
+    c.write_all(&DATA).await?;
+    c.shutdown().await
+}
+
+async fn say(mut c: TcpStream, what: &'static [u8]) -> std::io::Result<()> {
+    c.write_all(what).await?;
+    c.shutdown().await
+}
+
+/// Whether a new connection to `to` is answered (by `name`, when given).
+async fn answered_by(to: SocketAddr, name: Option<&str>) -> bool {
+    let Ok(mut c) = TcpStream::connect(to).await else {
+        return false;
+    };
+    if name.is_none() {
+        let _ = c.set_nodelay(true);
+        return c.write_all(&[0u8; REQUEST]).await.is_ok()
+            && c.read_exact(&mut [0u8; REQUEST]).await.is_ok();
+    }
+    let mut got = Vec::new();
+    if c.read_to_end(&mut got).await.is_err() {
+        return false;
+    }
+    name.is_some_and(|n| got.strip_suffix(b"\n") == Some(n.as_bytes()))
+}
+
+async fn one_request(to: SocketAddr) -> Duration {
+    let t = Instant::now();
+    let mut c = TcpStream::connect(to).await.unwrap();
+    c.set_nodelay(true).unwrap();
+    c.write_all(&[1u8; REQUEST]).await.unwrap();
+    let mut answer = [0u8; REQUEST];
+    c.read_exact(&mut answer).await.unwrap();
+    let d = t.elapsed();
+    drop(c);
+    d
+}
+
+fn pct(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+fn us(d: Duration) -> String {
+    format!("{:.0} µs", d.as_secs_f64() * 1e6)
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1e3)
+}
+
+/// CPU seconds (user + system) used so far by process `pid` ("self" for this one).
+fn cpu_seconds(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime, in clock ticks of 1/100 s (USER_HZ on Linux).
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// CPU time per operation of this process and of the proxy while `ops` run.
+struct Cpu {
+    own: f64,
+    proxy: f64,
+    pid: String,
+}
+
+impl Cpu {
+    fn start(proxy: u32) -> Cpu {
+        let pid = proxy.to_string();
+        Cpu {
+            own: cpu_seconds("self"),
+            proxy: cpu_seconds(&pid),
+            pid,
+        }
+    }
+
+    /// (this process, the proxy) CPU per operation.
+    fn per(&self, ops: usize) -> (Duration, Duration) {
+        let per = |s: f64| Duration::from_secs_f64((s / ops.max(1) as f64).max(0.0));
+        (
+            per(cpu_seconds("self") - self.own),
+            per(cpu_seconds(&self.pid) - self.proxy),
+        )
+    }
+}
+
+async fn latency(sizes: &Sizes, direct: SocketAddr, proxied: SocketAddr, proxy: u32) {
+    let (mut d, mut p) = (Vec::new(), Vec::new());
+    // Warm up both paths.
+    for _ in 0..50 {
+        one_request(direct).await;
+        one_request(proxied).await;
+    }
+    let per_round = sizes.requests / sizes.rounds;
+    let (mut cpu_direct, mut cpu_proxied) = (Duration::ZERO, (Duration::ZERO, Duration::ZERO));
+    for _ in 0..sizes.rounds {
+        let cpu = Cpu::start(proxy);
+        for _ in 0..per_round {
+            d.push(one_request(direct).await);
+        }
+        cpu_direct += cpu.per(per_round).0;
+        let cpu = Cpu::start(proxy);
+        for _ in 0..per_round {
+            p.push(one_request(proxied).await);
+        }
+        let (own, px) = cpu.per(per_round);
+        cpu_proxied = (cpu_proxied.0 + own, cpu_proxied.1 + px);
+    }
+    let rounds = sizes.rounds as u32;
+    d.sort();
+    p.sort();
+    let overhead = pct(&p, 0.5).saturating_sub(pct(&d, 0.5));
+    println!(
+        "latency ({} requests each, new connection per {REQUEST}-byte request): direct p50 {} p99 {}; through km proxy p50 {} p99 {}; overhead p50 {} (target <= 100 µs) {}",
+        d.len(),
+        us(pct(&d, 0.5)),
+        us(pct(&d, 0.99)),
+        us(pct(&p, 0.5)),
+        us(pct(&p, 0.99)),
+        us(overhead),
+        verdict(overhead <= Duration::from_micros(100)),
+    );
+    println!(
+        "  CPU per request: direct {} (client and backend); through the proxy {} (client and backend) + {} (km proxy)",
+        us(cpu_direct / rounds),
+        us(cpu_proxied.0 / rounds),
+        us(cpu_proxied.1 / rounds),
+    );
+}
+
+async fn transfer(to: SocketAddr) -> Duration {
+    let t = Instant::now();
+    let mut c = TcpStream::connect(to).await.unwrap();
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut total = 0;
+    loop {
+        let n = c.read(&mut buf).await.unwrap();
+        if n == 0 {
+            break;
+        }
+        total += n;
+    }
+    assert_eq!(total, TRANSFER);
+    t.elapsed()
+}
+
+async fn throughput(sizes: &Sizes, direct: SocketAddr, proxied: SocketAddr, proxy: u32) {
+    for _ in 0..5 {
+        transfer(direct).await;
+        transfer(proxied).await;
+    }
+    let (mut d, mut p) = (Duration::ZERO, Duration::ZERO);
+    let per_round = sizes.transfers / sizes.rounds;
+    let (mut cpu_direct, mut cpu_proxy) = (Duration::ZERO, Duration::ZERO);
+    for _ in 0..sizes.rounds {
+        let cpu = Cpu::start(proxy);
+        for _ in 0..per_round {
+            d += transfer(direct).await;
+        }
+        cpu_direct += cpu.per(per_round).0;
+        let cpu = Cpu::start(proxy);
+        for _ in 0..per_round {
+            p += transfer(proxied).await;
+        }
+        cpu_proxy += cpu.per(per_round).1;
+    }
+    let rounds = sizes.rounds as u32;
+    let n = (per_round * sizes.rounds) as f64;
+    let mbps = |t: Duration| n * TRANSFER as f64 / 1e6 / t.as_secs_f64();
+    let ratio = mbps(p) / mbps(d);
+    println!(
+        "throughput ({} transfers of 1 MiB each, new connection per transfer): direct {:.0} MB/s; through km proxy {:.0} MB/s = {:.0} % of direct (target >= 80 %) {}",
+        n,
+        mbps(d),
+        mbps(p),
+        ratio * 100.0,
+        verdict(ratio >= 0.8),
+    );
+    println!(
+        "  CPU per 1 MiB transfer: direct {} (client and backend); km proxy {}",
+        us(cpu_direct / rounds),
+        us(cpu_proxy / rounds),
+    );
+}
+
+async fn endpoint_changes(
+    sizes: &Sizes,
+    client: &kube::Client,
+    node_ports: &[u16],
+    names: [SocketAddr; 2],
+    proxy: &mut Proxy,
+) {
+    let endpoints: Api<Endpoints> = Api::namespaced(client.clone(), "default");
+    let mut times = Vec::with_capacity(sizes.changes);
+    let step = (node_ports.len() / sizes.changes).max(1);
+    for k in 0..sizes.changes {
+        let i = (k * step) % node_ports.len();
+        let to = SocketAddr::from(([127, 0, 0, 1], node_ports[i]));
+        // Each Service starts on "x" and moves to "y" once.
+        let started = Instant::now();
+        endpoints
+            .patch(
+                &format!("svc-{i}"),
+                &PatchParams::default(),
+                &Patch::Merge(json!({"subsets": subsets(names[1])})),
+            )
+            .await
+            .unwrap();
+        proxy.until(|| answered_by(to, Some("y"))).await;
+        times.push(started.elapsed());
+    }
+    times.sort();
+    let p99 = pct(&times, 0.99);
+    println!(
+        "endpoints change with {} Services ({} changes): written to the API -> routed by km proxy p50 {} p99 {} max {} (target p99 <= 100 ms) {}",
+        node_ports.len(),
+        times.len(),
+        ms(pct(&times, 0.5)),
+        ms(p99),
+        ms(*times.last().unwrap_or(&Duration::ZERO)),
+        verdict(p99 <= Duration::from_millis(100)),
+    );
+}
+
+fn verdict(ok: bool) -> &'static str {
+    if ok { "ok" } else { "MISSED" }
+}
