@@ -8,7 +8,7 @@ TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 LINKS := k8sm-scheduler k8sm-executor k8sm-controller-manager k8sm-proxy km-apiserver \
          km-scheduler km-executor km-controller-manager km-proxy km-fit
 
-.PHONY: all build release test test-deps lint fmt bench install uninstall local clean
+.PHONY: all build release test test-deps lint fmt bench install uninstall deb local clean
 
 all: build
 
@@ -51,6 +51,10 @@ install: release
 
 uninstall:
 	rm -f $(DESTDIR)$(PREFIX)/bin/km $(addprefix $(DESTDIR)$(PREFIX)/bin/,$(LINKS))
+
+## deb: the Debian package dist/km_VERSION_ARCH.deb (packaging/build-deb.sh)
+deb: release
+	packaging/build-deb.sh --binary $(TARGET_DIR)/release/km --out-dir dist
 
 ## local: the whole system on one machine (arrives with `km local`)
 local:

@@ -24,7 +24,6 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 #[path = "../tests/mesos/support.rs"]
-#[allow(dead_code)]
 mod support;
 
 #[derive(clap::Parser)]

@@ -77,7 +77,7 @@ fn main() {
     println!(
         "{}\nworkload: km proxy (separate process, userspace mode) + in-process km apiserver; backends on {}",
         machine::describe(),
-        km::proxy::nodeaddr::primary_ipv4()
+        km::hostaddr::primary_ipv4()
     );
     km::mesos::scheduler::install_crypto_provider();
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -85,7 +85,7 @@ fn main() {
         let stop = CancellationToken::new();
         let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("temp dir");
         let (kubeconfig, client) = apiserver(dir.path(), stop.clone()).await;
-        let host = IpAddr::V4(km::proxy::nodeaddr::primary_ipv4());
+        let host = IpAddr::V4(km::hostaddr::primary_ipv4());
         assert!(
             !host.is_loopback(),
             "needs a default route: Endpoints may not be loopback"

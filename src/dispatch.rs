@@ -9,6 +9,7 @@ use std::path::Path;
 /// as unknown by the command-line parser.
 pub const ROLES: &[(&str, &[&str])] = &[
     ("apiserver", &["km-apiserver"]),
+    ("completion", &[]),
     ("controller-manager", &["k8sm-controller-manager"]),
     ("dev-agent", &[]),
     ("dev-master", &[]),

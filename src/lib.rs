@@ -6,6 +6,7 @@
 //! depend on it, never on each other.
 
 pub mod apiserver;
+pub mod clidoc;
 pub mod controller;
 pub mod devcluster;
 pub mod dispatch;

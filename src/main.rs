@@ -81,6 +81,11 @@ enum Role {
     Proxy(Box<km::proxy::Args>),
     /// Print the version and git commit.
     Version,
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completion(km::clidoc::CompletionArgs),
+    /// Write the manual pages (km.1, km-ROLE.1) into a directory.
+    #[command(hide = true)]
+    Man(km::clidoc::ManArgs),
 }
 
 fn main() -> ExitCode {
@@ -103,6 +108,8 @@ fn main() -> ExitCode {
             println!("{}", km::version::long());
             Ok(ExitCode::SUCCESS)
         }
+        Role::Completion(a) => km::clidoc::completion(a, Cli::command()),
+        Role::Man(a) => km::clidoc::man(a, Cli::command()),
     };
     match result {
         Ok(code) => code,
@@ -180,8 +187,10 @@ fn usage_error(e: clap::Error, args: &[std::ffi::OsString]) -> ExitCode {
     }
 }
 
+/// The visible subcommands (hidden ones, like `man`, are for tooling).
 fn known_roles(cmd: &clap::Command) -> Vec<String> {
     cmd.get_subcommands()
+        .filter(|s| !s.is_hide_set())
         .map(|s| s.get_name().to_string())
         .collect()
 }

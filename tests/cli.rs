@@ -3,6 +3,9 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+#[path = "cli/deb.rs"]
+mod deb;
+
 fn km() -> Command {
     Command::new(env!("CARGO_BIN_EXE_km"))
 }
@@ -62,7 +65,7 @@ fn unknown_role_names_the_known_ones() {
     assert!(err.contains("unknown role schedule"), "{err}");
     assert!(
         err.contains(
-            "known roles: fit, dev-master, dev-agent, apiserver, scheduler, executor, controller-manager, proxy, version"
+            "known roles: fit, dev-master, dev-agent, apiserver, scheduler, executor, controller-manager, proxy, version, completion"
         ),
         "{err}"
     );
