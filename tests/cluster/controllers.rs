@@ -376,7 +376,7 @@ async fn nodes_follow_mesos_agents_and_lost_agents_pods_fail() {
         &kubeconfig,
         &[
             "--controllers",
-            "nodes",
+            "nodes,replicaset",
             "--mesos-master",
             &master_addr,
             "--node-monitor-period",
@@ -432,6 +432,44 @@ async fn nodes_follow_mesos_agents_and_lost_agents_pods_fail() {
         .unwrap();
     }
 
+    // A ReplicaSet's pod, bound to the agent that will be lost.
+    let sets: Api<k8s_openapi::api::apps::v1::ReplicaSet> =
+        Api::namespaced(client.clone(), "default");
+    let rs = serde_json::from_value(json!({
+        "metadata": {"name": "keeper"},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "keeper"}},
+                 "template": {"metadata": {"labels": {"app": "keeper"}},
+                              "spec": {"containers": [{"name": "c", "image": "km-test/busybox:1"}]}}}
+    }))
+    .unwrap();
+    sets.create(&PostParams::default(), &rs).await.unwrap();
+    let first = eventually("the ReplicaSet's pod", || {
+        let pods = pods.clone();
+        async move {
+            let list = pods
+                .list(&ListParams::default().labels("app=keeper"))
+                .await
+                .unwrap();
+            list.items.into_iter().next().and_then(|p| p.metadata.name)
+        }
+    })
+    .await;
+    let binding: k8s_openapi::api::core::v1::Binding = serde_json::from_value(json!({
+        "metadata": {"name": first}, "target": {"kind": "Node", "name": "agent-lost"}
+    }))
+    .unwrap();
+    let _: serde_json::Value = pods
+        .create_subresource("binding", &first, &PostParams::default(), &binding)
+        .await
+        .unwrap();
+    pods.patch_status(
+        &first,
+        &PatchParams::default(),
+        &Patch::Merge(&json!({"status": {"phase": "Running"}})),
+    )
+    .await
+    .unwrap();
+
     // The agent stops: disconnected, then removed by the master.
     agent_stop.cancel();
     let _ = tokio::time::timeout(WAIT, agent).await;
@@ -462,4 +500,25 @@ async fn nodes_follow_mesos_agents_and_lost_agents_pods_fail() {
     );
     let hollow = nodes.get("hollow-00000").await.unwrap();
     assert_eq!(ready(&hollow).unwrap().0, "True");
+
+    // The ReplicaSet replaces its pod that failed with the agent.
+    eventually("a replacement for the ReplicaSet's lost pod", || {
+        let (pods, first) = (pods.clone(), first.clone());
+        async move {
+            let list = pods
+                .list(&ListParams::default().labels("app=keeper"))
+                .await
+                .unwrap();
+            let lost = list.items.iter().any(|p| {
+                p.metadata.name.as_deref() == Some(first.as_str())
+                    && p.status.as_ref().and_then(|s| s.reason.as_deref()) == Some("NodeLost")
+            });
+            let replaced = list
+                .items
+                .iter()
+                .any(|p| p.metadata.name.as_deref() != Some(first.as_str()));
+            (lost && replaced).then_some(())
+        }
+    })
+    .await;
 }
