@@ -1,0 +1,167 @@
+//! Ctrl-C and a second start: SIGINT with pods running stops everything
+//! (exit status 0, no process left, no container left), and `km local` on
+//! the same data dir finds the same objects and runs the Deployment's pods
+//! again.
+
+use super::support::{
+    Local, Setup, WAIT, alive, containers, eventually, exclusive, is_ready, phase,
+};
+
+const KEEP: &str = r#"
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: settings
+data:
+  greeting: hello again
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: keep
+spec:
+  replicas: 2
+  selector:
+    matchLabels:
+      app: keep
+  template:
+    metadata:
+      labels:
+        app: keep
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: sleeper
+        image: km-test/busybox:1
+        command: [sleep, '3600']
+        resources:
+          requests:
+            cpu: 10m
+            memory: 16Mi
+"#;
+
+/// Names of the Deployment's Running and Ready pods.
+async fn running(local: &Local, ns: &str) -> Vec<String> {
+    local
+        .pods(ns)
+        .list(&kube::api::ListParams::default().labels("app=keep"))
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .filter(|p| phase(p) == "Running" && is_ready(p) && p.metadata.deletion_timestamp.is_none())
+        .filter_map(|p| p.metadata.name.clone())
+        .collect()
+}
+
+#[tokio::test]
+async fn ctrl_c_cleans_up_and_a_restart_keeps_the_objects() {
+    let _one = exclusive().await;
+    let local = Local::start(Setup::new(1)).await;
+    let ns = local.namespace("keep").await;
+    local
+        .kubectl_stdin(&["-n", &ns, "apply", "-f", "-"], KEEP)
+        .await;
+    local
+        .kubectl(&[
+            "-n",
+            &ns,
+            "rollout",
+            "status",
+            "deployment/keep",
+            "--timeout=180s",
+        ])
+        .await;
+    assert_eq!(running(&local, &ns).await.len(), 2);
+    let ours = [("io.kubernetes.pod.namespace", ns.as_str())];
+    assert!(!containers(false, &ours).await.is_empty());
+
+    // Everything that runs now, as km local and /proc know it.
+    let parts = local.setup().part_pids();
+    let names: Vec<&str> = parts.iter().map(|(n, _)| n.as_str()).collect();
+    for part in [
+        "apiserver",
+        "dev-master",
+        "agent-1",
+        "scheduler",
+        "controller-manager",
+        "proxy",
+    ] {
+        assert!(names.contains(&part), "run/{part}.pid: have {names:?}");
+    }
+    let executors = local.setup().executors();
+    assert!(!executors.is_empty(), "an executor runs the pods");
+    let mut pids: Vec<u32> = parts.iter().map(|(_, p)| *p).collect();
+    pids.extend(&executors);
+    pids.push(local.pid);
+    for p in &pids {
+        assert!(alive(*p), "pid {p} runs before Ctrl-C");
+    }
+
+    // Ctrl-C.
+    let (status, setup) = local.stop("INT").await;
+    assert!(status.success(), "km local exits 0 on SIGINT: {status}");
+    let left: Vec<(u32, String)> = pids
+        .iter()
+        .filter(|p| alive(**p))
+        .map(|p| (*p, super::support::cmdline(*p)))
+        .collect();
+    assert!(left.is_empty(), "processes left after Ctrl-C: {left:?}");
+    let stray = setup.processes();
+    assert!(
+        stray.is_empty(),
+        "km processes left after Ctrl-C: {stray:?}"
+    );
+    let left = containers(true, &ours).await;
+    assert!(left.is_empty(), "containers left after Ctrl-C: {left:?}");
+
+    // The same data dir again: the objects are there, the pods run again.
+    let local = Local::start(setup).await;
+    let greeting = local
+        .kubectl(&[
+            "-n",
+            &ns,
+            "get",
+            "configmap",
+            "settings",
+            "-o",
+            "jsonpath={.data.greeting}",
+        ])
+        .await;
+    assert_eq!(greeting, "hello again");
+    local
+        .kubectl(&["-n", &ns, "get", "deployment", "keep"])
+        .await;
+    local
+        .kubectl(&[
+            "-n",
+            &ns,
+            "rollout",
+            "status",
+            "deployment/keep",
+            "--timeout=180s",
+        ])
+        .await;
+    eventually("the Deployment's two pods Running again", WAIT, || async {
+        let now = running(&local, &ns).await;
+        let docker = containers(
+            false,
+            &[
+                ("io.kubernetes.pod.namespace", ns.as_str()),
+                ("io.kubernetes.docker.type", "container"),
+            ],
+        )
+        .await;
+        if now.len() == 2 && docker.len() == 2 {
+            Ok(())
+        } else {
+            Err(format!("Running: {now:?}; containers: {docker:?}"))
+        }
+    })
+    .await;
+
+    let (status, setup) = local.stop("TERM").await;
+    assert!(status.success(), "km local exits 0 on SIGTERM: {status}");
+    assert!(setup.processes().is_empty());
+    assert!(containers(true, &ours).await.is_empty());
+}
