@@ -40,27 +40,6 @@ if ! command -v kubectl >/dev/null; then
 fi
 kubectl version --client >/dev/null
 
-# The executor's tests run containers, and there is no registry: build a
-# busybox image from Debian's busybox-static.
-if ! command -v busybox >/dev/null && [ ! -x /bin/busybox ]; then
-    echo "installing busybox-static (Debian)"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq --no-install-recommends busybox-static >/dev/null
-fi
-if ! docker image inspect km-test/busybox:latest >/dev/null 2>&1; then
-    echo "building the km-test/busybox image (docker import)"
-    root=$(mktemp -d)
-    mkdir -p "$root/bin" "$root/tmp" "$root/etc" "$root/proc" "$root/sys" "$root/dev"
-    cp "$(command -v busybox || echo /bin/busybox)" "$root/bin/busybox"
-    for applet in $("$root/bin/busybox" --list); do
-        [ "$applet" = busybox ] || ln -sf busybox "$root/bin/$applet"
-    done
-    echo 'root:x:0:0:root:/root:/bin/sh' >"$root/etc/passwd"
-    echo 'nobody:x:65534:65534:nobody:/:/bin/sh' >>"$root/etc/passwd"
-    tar -C "$root" -c . | docker import -c 'CMD ["/bin/sh"]' - km-test/busybox:latest >/dev/null
-    rm -rf "$root"
-fi
-# A versioned tag too: its default imagePullPolicy is IfNotPresent, so pods
-# using it start without a pull attempt (there is no registry to ask).
-docker image inspect km-test/busybox:1 >/dev/null 2>&1 || docker tag km-test/busybox:latest km-test/busybox:1
+# The executor's and the end-to-end tests run containers, and there is no
+# registry: a busybox image built from Debian's busybox-static.
+"$(dirname "$0")/busybox-image.sh" km-test/busybox:latest km-test/busybox:1

@@ -18,6 +18,7 @@ pub mod goquote;
 pub mod hostaddr;
 pub mod insecure_tls;
 pub mod kubeclient;
+pub mod local;
 pub mod logging;
 pub mod manifest;
 pub mod mesos;

@@ -79,6 +79,15 @@ enum Role {
     /// where it may program nftables or iptables DNAT (root), and otherwise
     /// warns that only NodePorts are served. /healthz and /metrics.
     Proxy(Box<km::proxy::Args>),
+    /// The whole system on one machine: API server, Mesos master and agents, scheduler, controllers, proxy.
+    ///
+    /// Starts each role as a child process of this binary, in order, waits
+    /// until each is ready, writes DATA_DIR/kubeconfig and prints how to use
+    /// it. Pods run on the local Docker. A role that dies is restarted;
+    /// Ctrl-C stops everything in reverse order, pods and their containers
+    /// first. Run again with the same --data-dir to resume with the same
+    /// API objects. Logs: DATA_DIR/logs/<part>.log.
+    Local(Box<km::local::Args>),
     /// Print the version and git commit.
     Version,
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
@@ -104,6 +113,7 @@ fn main() -> ExitCode {
         Role::Proxy(a) => serve(|stop| km::proxy::run(*a, stop)),
         Role::DevMaster(a) => serve(|stop| km::devcluster::master::run(a, stop)),
         Role::DevAgent(a) => serve(|stop| km::devcluster::agent::run(a, stop)),
+        Role::Local(a) => serve(|stop| km::local::run(*a, stop)),
         Role::Version => {
             println!("{}", km::version::long());
             Ok(ExitCode::SUCCESS)

@@ -20,9 +20,11 @@
 //! 2. Listen on `--ip`/`--port`, then register with the master (again with
 //!    the same id, listing running executors and tasks), re-registering
 //!    with backoff whenever the event stream ends.
-//! 3. On the stop token: stop accepting work, shut down executors of
-//!    frameworks that do not checkpoint, leave the others running (their
-//!    streams closed, so they start reconnecting), then stop serving.
+//! 3. On the stop token (SIGINT, SIGTERM): stop accepting work, shut down
+//!    executors of frameworks that do not checkpoint, leave the others
+//!    running (their streams closed, so they start reconnecting), then stop
+//!    serving. On SIGUSR1, as mesos-agent does, shut down every executor
+//!    first, checkpointing or not: the agent leaves for good.
 
 pub mod cgroups;
 pub mod checkpoint;
@@ -157,7 +159,25 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<()> 
     );
     let session = tokio::spawn(session(client, tx));
 
-    agent.run(rx, calls_rx, shutdown).await;
+    // SIGUSR1, as for mesos-agent: stop for good, shutting down every
+    // executor (and so every task) first.
+    let drain = CancellationToken::new();
+    let drain_signal = tokio::spawn({
+        let drain = drain.clone();
+        async move {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1()) {
+                Ok(mut usr1) => {
+                    if usr1.recv().await.is_some() {
+                        tracing::info!("SIGUSR1: draining the agent");
+                        drain.cancel();
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot listen for SIGUSR1; draining is off"),
+            }
+        }
+    });
+    agent.run(rx, calls_rx, shutdown, drain).await;
+    drain_signal.abort();
 
     session.abort();
     server_stop.cancel();

@@ -296,6 +296,9 @@ pub struct Agent {
     connected: bool,
     recovering: bool,
     stopping: bool,
+    /// Stopping for good (SIGUSR1): every executor is shut down, even those
+    /// of checkpointing frameworks.
+    draining: bool,
     frameworks: HashMap<String, v1::FrameworkInfo>,
     executors: HashMap<String, Executor>,
     updates: Updates,
@@ -321,6 +324,7 @@ impl Agent {
             connected: false,
             recovering: false,
             stopping: false,
+            draining: false,
             frameworks: HashMap::new(),
             executors: HashMap::new(),
             updates: Updates::default(),
@@ -471,12 +475,15 @@ impl Agent {
     // ----- the loop --------------------------------------------------------
 
     /// Runs until `stop` fires and every executor that must not outlive the
-    /// agent has ended (or was killed when its grace ran out).
+    /// agent has ended (or was killed when its grace ran out). When `drain`
+    /// fires instead, every executor is shut down, as a Mesos agent does on
+    /// SIGUSR1.
     pub async fn run(
         mut self,
         mut inputs: mpsc::UnboundedReceiver<Input>,
         mut calls: mpsc::UnboundedReceiver<executor_api::Request>,
         stop: tokio_util::sync::CancellationToken,
+        drain: tokio_util::sync::CancellationToken,
     ) {
         let mut stop_deadline: Option<Instant> = None;
         loop {
@@ -488,6 +495,11 @@ impl Agent {
                 stop_deadline.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
             tokio::select! {
                 _ = stop.cancelled(), if stop_deadline.is_none() => {
+                    stop_deadline = Some(self.begin_stop());
+                }
+                _ = drain.cancelled(), if stop_deadline.is_none() => {
+                    tracing::info!("draining: shutting down every executor");
+                    self.draining = true;
                     stop_deadline = Some(self.begin_stop());
                 }
                 Some(input) = inputs.recv() => self.handle(input),
@@ -691,6 +703,18 @@ impl Agent {
         self.connected = true;
         for (key, status) in self.updates.resend_all(Instant::now()) {
             self.forward(&key.framework_id, status);
+        }
+        // Executors kept only for their unacknowledged updates are listed in
+        // the registration with their tasks; tell the master they are gone,
+        // so that it offers no executor that does not run.
+        let ended: Vec<(String, v1::ExecutorId)> = self
+            .executors
+            .values()
+            .filter(|e| matches!(e.phase, Phase::Terminated))
+            .map(|e| (e.framework_id.clone(), e.info.executor_id.clone()))
+            .collect();
+        for (framework_id, executor_id) in ended {
+            self.executor_exited(&framework_id, executor_id, None);
         }
     }
 
@@ -1767,7 +1791,7 @@ impl Agent {
 
     fn subscribe(&mut self, container: &str, sub: executor::call::Subscribe) -> Reply {
         let e = &self.executors[container];
-        if self.stopping && e.checkpoint {
+        if self.stopping && e.checkpoint && !self.draining {
             return Reply::Error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "Agent is shutting down".into(),
@@ -1933,7 +1957,7 @@ impl Agent {
             if matches!(e.phase, Phase::Terminated) {
                 continue;
             }
-            if e.checkpoint {
+            if e.checkpoint && !self.draining {
                 let _ = take_sink(&mut e.phase);
                 self.checkpoint(&c);
             } else {
@@ -1947,12 +1971,12 @@ impl Agent {
     fn stop_complete(&self) -> bool {
         self.executors
             .values()
-            .all(|e| e.checkpoint || matches!(e.phase, Phase::Terminated))
+            .all(|e| (e.checkpoint && !self.draining) || matches!(e.phase, Phase::Terminated))
     }
 
     fn force_kill_remaining(&mut self) {
         for e in self.executors.values() {
-            if !e.checkpoint && !matches!(e.phase, Phase::Terminated) {
+            if (!e.checkpoint || self.draining) && !matches!(e.phase, Phase::Terminated) {
                 tracing::warn!(container = %e.container_id, "still running at the end of the stop; killing it");
                 kill_container(e);
                 if let Some(cg) = &e.cgroup {
