@@ -8,7 +8,7 @@ TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 LINKS := k8sm-scheduler k8sm-executor k8sm-controller-manager k8sm-proxy km-apiserver \
          km-scheduler km-executor km-controller-manager km-proxy km-fit
 
-.PHONY: all build release test test-deps lint fmt bench install uninstall deb local clean
+.PHONY: all build release test test-deps lint fmt bench bench-e2e install uninstall deb local clean
 
 all: build
 
@@ -43,6 +43,10 @@ bench:
 	$(CARGO) bench --bench executor
 	$(CARGO) bench --bench controller
 	$(CARGO) bench --bench proxy
+
+## bench-e2e: km local on real Docker: cold start, a 100-pod burst against Docker alone, RSS of all km processes
+bench-e2e: test-deps
+	$(CARGO) bench --bench e2e
 
 install: release
 	install -d $(DESTDIR)$(PREFIX)/bin

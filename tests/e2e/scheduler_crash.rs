@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
 use km::podtask::annotations;
-use serde_json::{Value, json};
 
 use super::support::{
     Local, Setup, WAIT, annotation, containers, docker, eventually, exclusive, phase, signal_pid,
@@ -28,27 +27,32 @@ const LIVE: [&str; 5] = [
     "TASK_UNREACHABLE",
 ];
 
-/// The burst as one `kind: List` for `kubectl create -f -`.
+/// One pod of the burst (`NAME` is replaced).
+const BURST_POD: &str = r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: NAME
+  labels:
+    app: burst
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: sleeper
+    image: km-test/busybox:1
+    command: [sleep, '3600']
+    resources:
+      requests:
+        cpu: 10m
+        memory: 16Mi
+"#;
+
+/// The burst as one YAML stream for `kubectl create -f -`. (A `kind: List`
+/// fails kubectl's client-side validation against km apiserver.)
 fn burst() -> String {
-    let items: Vec<Value> = (0..PODS)
-        .map(|i| {
-            json!({
-                "apiVersion": "v1",
-                "kind": "Pod",
-                "metadata": {"name": format!("burst-{i:03}"), "labels": {"app": "burst"}},
-                "spec": {
-                    "terminationGracePeriodSeconds": 1,
-                    "containers": [{
-                        "name": "sleeper",
-                        "image": super::support::IMAGE,
-                        "command": ["sleep", "3600"],
-                        "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}}
-                    }]
-                }
-            })
-        })
-        .collect();
-    json!({"apiVersion": "v1", "kind": "List", "items": items}).to_string()
+    (0..PODS)
+        .map(|i| BURST_POD.replace("NAME", &format!("burst-{i:03}")))
+        .collect::<Vec<_>>()
+        .join("---\n")
 }
 
 async fn pods(local: &Local, ns: &str) -> Vec<Pod> {
@@ -95,6 +99,7 @@ async fn every_pod_of_a_burst_runs_exactly_once_across_a_scheduler_crash() {
         signal_pid(scheduler, "KILL").await;
         launched
     };
+    let began = std::time::Instant::now();
     let (_, launched) = tokio::join!(create, kill);
     let running_at_kill = pods(&local, &ns)
         .await
@@ -104,6 +109,10 @@ async fn every_pod_of_a_burst_runs_exactly_once_across_a_scheduler_crash() {
     assert!(
         running_at_kill < PODS,
         "the scheduler was killed mid-burst ({launched} launched, {running_at_kill} Running)"
+    );
+    eprintln!(
+        "scheduler killed {:.1}s into the burst: {launched} pods launched, {running_at_kill} Running",
+        began.elapsed().as_secs_f64()
     );
 
     // km local starts a new scheduler.
@@ -130,6 +139,10 @@ async fn every_pod_of_a_burst_runs_exactly_once_across_a_scheduler_crash() {
         },
     )
     .await;
+    eprintln!(
+        "all {PODS} pods Running {:.1}s after the burst began",
+        began.elapsed().as_secs_f64()
+    );
 
     // The API: bound to the node, one task id each, no restart.
     let node = local.setup().hostname.clone();
@@ -234,6 +247,7 @@ async fn every_pod_of_a_burst_runs_exactly_once_across_a_scheduler_crash() {
     assert!(sandboxes.values().all(|n| *n == 1), "{sandboxes:?}");
 
     // Delete them all: nothing of them is left on Docker.
+    let deleting = std::time::Instant::now();
     local
         .kubectl(&[
             "-n",
@@ -248,6 +262,10 @@ async fn every_pod_of_a_burst_runs_exactly_once_across_a_scheduler_crash() {
     assert!(pods(&local, &ns).await.is_empty());
     let left = containers(true, &[("io.kubernetes.pod.namespace", &ns)]).await;
     assert!(left.is_empty(), "containers left: {left:?}");
+    eprintln!(
+        "{PODS} pods deleted in {:.1}s",
+        deleting.elapsed().as_secs_f64()
+    );
 
     let (status, _setup) = local.stop("TERM").await;
     assert!(status.success(), "km local exits 0 on SIGTERM: {status}");

@@ -464,11 +464,16 @@ impl Local {
         serde_json::from_str(&body).expect("/state is JSON")
     }
 
-    /// Creates namespace `<prefix>-<tag>` with kubectl and tracks it for cleanup.
+    /// Creates namespace `<prefix>-<tag>` with `kubectl apply` and tracks it for cleanup.
     pub async fn namespace(&self, prefix: &str) -> String {
         let ns = format!("{prefix}-{}", self.setup().tag);
         self.setup().track_namespace(&ns);
-        self.kubectl(&["create", "namespace", &ns]).await;
+        // `kubectl create namespace` would send protobuf, which km apiserver
+        // does not take (it says so); a manifest is JSON.
+        let manifest = format!(
+            r#"{{"apiVersion": "v1", "kind": "Namespace", "metadata": {{"name": "{ns}"}}}}"#
+        );
+        self.kubectl_stdin(&["apply", "-f", "-"], &manifest).await;
         ns
     }
 
