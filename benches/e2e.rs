@@ -5,9 +5,12 @@
 //! under `cargo bench`, `target/debug/km` under `cargo test`); the harness is
 //! the end-to-end suite's (tests/e2e/support.rs), so km local runs exactly as
 //! in the tests: a fresh data dir, free ports, one agent with
-//! `cpus:8;mem:16384`, `--proxy-mode userspace`. Pods are `sleep 3600` in
-//! `km-test/busybox:1` (scripts/test-deps.sh builds it) requesting cpu 10m
-//! and memory 16Mi.
+//! `cpus:32;mem:16384`, `--proxy-mode userspace`. Pods are `sleep 3600` in
+//! `km-test/busybox:1` (scripts/test-deps.sh builds it) stating no
+//! resources: km gives them its default limits, 0.25 cpu and 64 MB, enforced
+//! by Docker. (A pod that requests only 10m cpu gets a 10m limit too, as
+//! src/podtask/limits.rs says; under a 1 % CFS quota its containers take
+//! seconds to start.)
 //!
 //! Figures, on stdout:
 //! * cold start: spawning `km local` to its `km local is ready` line
@@ -17,8 +20,9 @@
 //!   the first watch event showing it Running), side by side with Docker
 //!   alone starting the same containers in the same run: per pod, km's pause
 //!   image as infra plus the busybox container joined to its network, with
-//!   the same cpu shares, all pods at once through the Docker API (as the
-//!   executor does). Target: km ≤ 1.5× Docker alone;
+//!   the same cpu shares, CFS quota and memory limit, all pods at once
+//!   through the Docker API (as the executor does). Target: km ≤ 1.5×
+//!   Docker alone;
 //! * memory with the burst running: the sum of VmRSS (and of Pss, which
 //!   counts shared pages once) over every km process: km local, its
 //!   children and the executors. Target ≤ 150 MB.
@@ -44,19 +48,30 @@ mod support;
 use km::executor::runtime::Runtime;
 use support::{IMAGE, Local, Setup, WAIT, phase, proc_kb};
 
-/// A pod of the benchmark.
+/// A pod of the benchmark: it states no resources, so km gives its
+/// container the scheduler's defaults as requests and limits (0.25 cpu,
+/// 64 MB), which Docker enforces.
 fn pod(name: &str) -> Pod {
     serde_json::from_value(json!({
         "metadata": {"name": name},
         "spec": {
             "terminationGracePeriodSeconds": 1,
-            "containers": [{
-                "name": "sleeper", "image": IMAGE, "command": ["sleep", "3600"],
-                "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}}
-            }]
+            "containers": [{"name": "sleeper", "image": IMAGE, "command": ["sleep", "3600"]}]
         }
     }))
     .unwrap()
+}
+
+/// The pod's container limits as km applies them (see [`pod`]): cpu shares
+/// 256, CFS quota 25 ms per 100 ms, memory 64 MB.
+fn limits() -> HostConfig {
+    HostConfig {
+        cpu_shares: Some(256),
+        cpu_period: Some(100_000),
+        cpu_quota: Some(25_000),
+        memory: Some(64 << 20),
+        ..Default::default()
+    }
 }
 
 /// When each pod of `ns` was first seen Running, fed by a watch.
@@ -154,8 +169,9 @@ async fn run_pods(api: &Api<Pod>, watch: &RunningWatch, names: &[String]) -> (Ve
     (per_pod, last.duration_since(began).as_secs_f64())
 }
 
-/// One pod's containers on Docker alone: km's pause image as infra, the
-/// busybox container in its network namespace, the pod's cpu shares.
+/// One pod's containers on Docker alone: km's pause image as infra (under
+/// the pod's limits, as km's per-pod cgroup puts it), the busybox
+/// container in its network namespace with the container's limits.
 /// Returns the ids and the time it took.
 async fn docker_pod(rt: &Runtime, pause: &str, name: &str, tag: &str) -> (Vec<String>, f64) {
     let t = Instant::now();
@@ -171,8 +187,7 @@ async fn docker_pod(rt: &Runtime, pause: &str, name: &str, tag: &str) -> (Vec<St
                 labels: labels.clone(),
                 host_config: Some(HostConfig {
                     ipc_mode: Some("shareable".into()),
-                    cpu_shares: Some(2),
-                    ..Default::default()
+                    ..limits()
                 }),
                 ..Default::default()
             },
@@ -190,8 +205,7 @@ async fn docker_pod(rt: &Runtime, pause: &str, name: &str, tag: &str) -> (Vec<St
                 host_config: Some(HostConfig {
                     network_mode: Some(format!("container:{infra}")),
                     ipc_mode: Some(format!("container:{infra}")),
-                    cpu_shares: Some(10),
-                    ..Default::default()
+                    ..limits()
                 }),
                 ..Default::default()
             },
@@ -233,7 +247,10 @@ fn main() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async move {
         // Cold start, then one pod.
-        let local = Local::start(Setup::new(1)).await;
+        let mut setup = Setup::new(1);
+        // Room for the burst at the default limits (0.25 cpu, 64 MB per pod).
+        setup.agent_resources = "cpus:32;mem:16384".into();
+        let local = Local::start(setup).await;
         let ready = local.ready_after.as_secs_f64();
         let ready_line = local.stdout().first().cloned().unwrap_or_default();
         let ns = local.namespace("bench").await;

@@ -128,6 +128,8 @@ pub struct Setup {
     pub agents: u16,
     /// A short unique word for names.
     pub tag: String,
+    /// `--agent-resources` (default `cpus:8;mem:16384`).
+    pub agent_resources: String,
     /// Extra `km local` flags.
     pub extra: Vec<String>,
     namespaces: Mutex<BTreeSet<String>>,
@@ -157,6 +159,7 @@ impl Setup {
             hostname: format!("e2e-{tag}"),
             agents,
             tag,
+            agent_resources: "cpus:8;mem:16384".into(),
             extra: Vec::new(),
             namespaces: Mutex::new(BTreeSet::new()),
             starts: 0,
@@ -356,7 +359,7 @@ impl Local {
             .arg("--data-dir")
             .arg(&setup.data_dir)
             .args(["--agents", &setup.agents.to_string()])
-            .args(["--agent-resources", "cpus:8;mem:16384"])
+            .args(["--agent-resources", &setup.agent_resources])
             .args(["--hostname", &setup.hostname])
             .args(["--bind-address", "127.0.0.1"])
             .args(["--api-port", &p.api.to_string()])
