@@ -60,10 +60,18 @@ uninstall:
 deb: release
 	packaging/build-deb.sh --binary $(TARGET_DIR)/release/km --out-dir dist
 
-## local: the whole system on one machine (arrives with `km local`)
+## local: build km, prepare the image km/busybox:1, run the whole system here (Ctrl-C stops it)
+# LOCAL_PROFILE=release for an optimised build; LOCAL_ARGS for km local's flags.
+LOCAL_PROFILE ?= dev
+LOCAL_ARGS ?=
 local:
-	@echo "km local is not built yet: the roles it composes (apiserver, dev-master, scheduler, ...) are still to come." >&2
-	@exit 1
+	$(CARGO) build --bin km --profile $(LOCAL_PROFILE)
+	scripts/busybox-image.sh km/busybox:1
+	$(TARGET_DIR)/$(if $(filter dev,$(LOCAL_PROFILE)),debug,$(LOCAL_PROFILE))/km local $(LOCAL_ARGS)
+
+## bench-e2e: the whole system's benchmarks on real Docker (km local start-up, a 100-pod burst, memory)
+bench-e2e: test-deps
+	$(CARGO) bench --bench e2e
 
 clean:
 	$(CARGO) clean

@@ -406,7 +406,7 @@ mod tests {
 
     #[test]
     fn agents_share_the_machine_without_overlapping_host_ports() {
-        let p = plan(&["--agents", "3", "--hostname", "h"]);
+        let p = plan(&["--agents", "3"]);
         let agents: Vec<&Part> = p.iter().filter(|p| p.stop == Stop::Drain).collect();
         assert_eq!(agents.len(), 3);
         let res: Vec<String> = agents
@@ -426,7 +426,7 @@ mod tests {
                 r => panic!("{r:?}"),
             })
             .collect();
-        assert_eq!(hosts, ["h", "h-2", "h-3"]);
+        assert_eq!(hosts, ["box", "box-2", "box-3"]);
         let ports: Vec<&String> = agents
             .iter()
             .map(|a| &a.args[a.args.iter().position(|x| x == "--port").unwrap() + 1])
