@@ -44,10 +44,6 @@ bench:
 	$(CARGO) bench --bench controller
 	$(CARGO) bench --bench proxy
 
-## bench-e2e: km local on real Docker: cold start, a 100-pod burst against Docker alone, RSS of all km processes
-bench-e2e: test-deps
-	$(CARGO) bench --bench e2e
-
 install: release
 	install -d $(DESTDIR)$(PREFIX)/bin
 	install -m 0755 $(TARGET_DIR)/release/km $(DESTDIR)$(PREFIX)/bin/km
