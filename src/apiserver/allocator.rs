@@ -3,6 +3,7 @@
 
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
+use std::ops::RangeInclusive;
 use std::str::FromStr;
 
 /// An IPv4 CIDR such as `10.0.0.0/24`.
@@ -91,10 +92,26 @@ pub struct Allocator {
     ports: BTreeSet<u16>,
     next_ip: u32,
     next_port: u16,
+    node_ports: RangeInclusive<u16>,
 }
 
-/// The NodePort range.
-pub const NODE_PORTS: std::ops::RangeInclusive<u16> = 30000..=32767;
+/// The default NodePort range (`--service-node-port-range`).
+pub const NODE_PORTS: RangeInclusive<u16> = 30000..=32767;
+
+/// Parses a NodePort range, `FROM-TO` (both inclusive), as
+/// `--service-node-port-range` takes it.
+pub fn parse_port_range(text: &str) -> Result<RangeInclusive<u16>, String> {
+    let bad = || format!("{text:?} is not a port range; expected FROM-TO, e.g. 30000-32767");
+    let (a, b) = text.trim().split_once('-').ok_or_else(bad)?;
+    let (a, b): (u16, u16) = (
+        a.trim().parse().map_err(|_| bad())?,
+        b.trim().parse().map_err(|_| bad())?,
+    );
+    if a == 0 || a > b {
+        return Err(bad());
+    }
+    Ok(a..=b)
+}
 
 impl Allocator {
     /// An allocator over `cidr` with nothing taken.
@@ -107,7 +124,19 @@ impl Allocator {
             ports: BTreeSet::new(),
             next_ip: 1,
             next_port: *NODE_PORTS.start(),
+            node_ports: NODE_PORTS,
         })
+    }
+
+    /// The same allocator handing out NodePorts from `range` instead.
+    pub fn with_node_ports(mut self, range: RangeInclusive<u16>) -> Self {
+        self.next_port = *range.start();
+        self.node_ports = range;
+        self
+    }
+
+    fn port_range_text(&self) -> String {
+        format!("{}-{}", self.node_ports.start(), self.node_ports.end())
     }
 
     /// The service range.
@@ -157,11 +186,11 @@ impl Allocator {
 
     /// Takes a specific NodePort.
     pub fn take_port(&mut self, port: u16) -> Result<(), AllocError> {
-        if !NODE_PORTS.contains(&port) {
+        if !self.node_ports.contains(&port) {
             return Err(AllocError::OutOfRange {
                 what: "port",
                 value: port.to_string(),
-                range: "30000-32767".into(),
+                range: self.port_range_text(),
             });
         }
         if !self.ports.insert(port) {
@@ -175,7 +204,7 @@ impl Allocator {
 
     /// Takes the next free NodePort.
     pub fn next_port(&mut self) -> Result<u16, AllocError> {
-        let (lo, hi) = (*NODE_PORTS.start(), *NODE_PORTS.end());
+        let (lo, hi) = (*self.node_ports.start(), *self.node_ports.end());
         let n = hi - lo + 1;
         for i in 0..n {
             let p = lo + (self.next_port - lo + i) % n;
@@ -186,7 +215,7 @@ impl Allocator {
         }
         Err(AllocError::Full {
             what: "port",
-            range: "30000-32767".into(),
+            range: self.port_range_text(),
         })
     }
 
@@ -198,6 +227,21 @@ impl Allocator {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn node_ports_come_from_the_configured_range() {
+        assert_eq!(parse_port_range("30000-30999"), Ok(30000..=30999));
+        assert!(parse_port_range("30999-30000").is_err());
+        assert!(parse_port_range("30000").unwrap_err().contains("FROM-TO"));
+        let mut a = Allocator::new("10.0.0.0/24")
+            .unwrap()
+            .with_node_ports(30000..=30001);
+        assert_eq!(a.next_port(), Ok(30000));
+        assert_eq!(a.next_port(), Ok(30001));
+        assert!(a.next_port().is_err());
+        let err = a.take_port(31000).unwrap_err().to_string();
+        assert!(err.contains("30000-30001"), "{err}");
+    }
     use super::*;
 
     #[test]

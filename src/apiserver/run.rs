@@ -88,6 +88,15 @@ pub struct Args {
         value_name = "CIDR"
     )]
     pub service_cluster_ip_range: String,
+    /// NodePorts of Services come from this range, FROM-TO. Keep it apart from the Mesos agents' `ports` resource where both are on one machine.
+    #[arg(
+        long,
+        env = "KM_SERVICE_NODE_PORT_RANGE",
+        default_value = "30000-32767",
+        value_name = "FROM-TO",
+        value_parser = super::allocator::parse_port_range
+    )]
+    pub service_node_port_range: std::ops::RangeInclusive<u16>,
     /// Recent changes kept for watches that resume from an older resourceVersion.
     #[arg(
         long,
@@ -163,7 +172,11 @@ pub async fn start(args: Args, shutdown: CancellationToken) -> anyhow::Result<Ru
         )
     })?;
     let store: Arc<dyn Storage> = Arc::new(store);
-    let allocator = rebuild_allocator(&*store, &args.service_cluster_ip_range)?;
+    let allocator = rebuild_allocator(
+        &*store,
+        &args.service_cluster_ip_range,
+        args.service_node_port_range.clone(),
+    )?;
     let api = Arc::new(Api {
         store,
         allocator: Mutex::new(allocator),
@@ -303,9 +316,14 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<()> 
     start(args, shutdown).await?.wait().await
 }
 
-fn rebuild_allocator(store: &dyn Storage, cidr: &str) -> anyhow::Result<Allocator> {
-    let mut alloc =
-        Allocator::new(cidr).map_err(|e| anyhow::anyhow!("--service-cluster-ip-range: {e}"))?;
+fn rebuild_allocator(
+    store: &dyn Storage,
+    cidr: &str,
+    node_ports: std::ops::RangeInclusive<u16>,
+) -> anyhow::Result<Allocator> {
+    let mut alloc = Allocator::new(cidr)
+        .map_err(|e| anyhow::anyhow!("--service-cluster-ip-range: {e}"))?
+        .with_node_ports(node_ports);
     let services = resources::find("", "v1", "services").expect("services are served");
     let listing = store.list(&services.prefix(), None, None, false)?;
     for o in listing.items {

@@ -73,6 +73,9 @@ pub struct Args {
     /// Node name of the first agent; the others are NAME-2, NAME-3, ... [default: the system hostname].
     #[arg(long, env = "KM_LOCAL_HOSTNAME", value_name = "NAME")]
     pub hostname: Option<String>,
+    /// NodePorts of Services, FROM-TO: apart from the agents' host ports (31000-32000 unless --agent-resources says otherwise), since km proxy listens on NodePorts on this same machine.
+    #[arg(long, env = "KM_LOCAL_SERVICE_NODE_PORT_RANGE", default_value = "30000-30999", value_name = "FROM-TO", value_parser = node_port_range)]
+    pub service_node_port_range: String,
     /// Address of the API server, the Mesos master and the agents.
     #[arg(long, env = "KM_LOCAL_BIND_ADDRESS", default_value = "127.0.0.1")]
     pub bind_address: IpAddr,
@@ -113,6 +116,10 @@ fn resources_text(s: &str) -> Result<String, String> {
     crate::devcluster::agent::flags::parse_resources(s)
         .map(|_| s.to_string())
         .map_err(|e| e.to_string())
+}
+
+fn node_port_range(s: &str) -> Result<String, String> {
+    crate::apiserver::allocator::parse_port_range(s).map(|r| format!("{}-{}", r.start(), r.end()))
 }
 
 fn attributes_text(s: &str) -> Result<String, String> {

@@ -174,10 +174,15 @@ pub fn parts_on(
             &args.api_port.to_string(),
             "--write-kubeconfig",
             &kubeconfig,
+            "--service-node-port-range",
+            &args.service_node_port_range,
         ]),
         ready: Ready::ApiServer,
         stop: Stop::Term,
-        summary: format!("https://{host}:{}", args.api_port),
+        summary: format!(
+            "https://{host}:{} (NodePorts {})",
+            args.api_port, args.service_node_port_range
+        ),
     });
     out.push(Part {
         name: "dev-master".into(),
@@ -402,6 +407,18 @@ mod tests {
         assert_eq!(flag("--km-path"), "/usr/bin/km");
         assert_eq!(flag("--kubeconfig"), "/d/kubeconfig");
         assert_eq!(flag("--mesos-master"), "http://127.0.0.1:5050");
+    }
+
+    #[test]
+    fn node_ports_stay_clear_of_the_agents_host_ports() {
+        let p = plan(&[]);
+        let api = &p[0];
+        let i = api
+            .args
+            .iter()
+            .position(|a| a == "--service-node-port-range")
+            .unwrap();
+        assert_eq!(api.args[i + 1], "30000-30999");
     }
 
     #[test]
