@@ -65,7 +65,7 @@ fn unknown_role_names_the_known_ones() {
     assert!(err.contains("unknown role schedule"), "{err}");
     assert!(
         err.contains(
-            "known roles: fit, dev-master, dev-agent, apiserver, scheduler, executor, controller-manager, proxy, version, completion"
+            "known roles: fit, dev-master, dev-agent, apiserver, scheduler, executor, controller-manager, proxy, local, version, completion"
         ),
         "{err}"
     );
@@ -267,4 +267,34 @@ fn scheduler_refuses_bad_setups_naming_the_flag_and_the_fix() {
     let (code, _, err) = run(km().args(["scheduler", "--mesos-master", "zk://"]));
     assert_ne!(code, 0);
     assert!(err.contains("--mesos-master zk://"), "{err}");
+}
+
+#[test]
+fn km_local_names_the_port_in_use_and_its_flag() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let (code, _, err) = run(km()
+        .args(["local", "--data-dir"])
+        .arg(dir.path())
+        .args(["--master-port", &port]));
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains(&format!("port {port} (--master-port) is not free")),
+        "{err}"
+    );
+    assert!(err.contains("choose another with --master-port"), "{err}");
+}
+
+#[test]
+fn km_local_refuses_a_data_dir_it_cannot_create() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("plain-file");
+    std::fs::write(&file, "x").unwrap();
+    let (code, _, err) = run(km()
+        .args(["local", "--data-dir"])
+        .arg(file.join("state")));
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("--data-dir"), "{err}");
+    assert!(err.contains("cannot create it"), "{err}");
 }
