@@ -291,9 +291,7 @@ fn km_local_refuses_a_data_dir_it_cannot_create() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("plain-file");
     std::fs::write(&file, "x").unwrap();
-    let (code, _, err) = run(km()
-        .args(["local", "--data-dir"])
-        .arg(file.join("state")));
+    let (code, _, err) = run(km().args(["local", "--data-dir"]).arg(file.join("state")));
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("--data-dir"), "{err}");
     assert!(err.contains("cannot create it"), "{err}");
