@@ -51,8 +51,12 @@ impl Layout {
 /// How the supervisor knows a part is up.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Ready {
-    /// The API server answers `/version` through the written kubeconfig.
-    ApiServer,
+    /// The API server at `addr` (host:port) accepts connections and answers
+    /// `/version` through the written kubeconfig.
+    ApiServer {
+        /// Where it listens.
+        addr: String,
+    },
     /// `GET url` answers 200.
     Http(String),
     /// The master's `/state` lists an agent of this hostname.
@@ -177,7 +181,9 @@ pub fn parts_on(
             "--service-node-port-range",
             &args.service_node_port_range,
         ]),
-        ready: Ready::ApiServer,
+        ready: Ready::ApiServer {
+            addr: format!("{host}:{}", args.api_port),
+        },
         stop: Stop::Term,
         summary: format!(
             "https://{host}:{} (NodePorts {})",

@@ -176,9 +176,10 @@ impl Supervisor {
 
     async fn is_ready(&self, index: usize) -> bool {
         match &self.parts[index].ready {
-            Ready::ApiServer => {
+            Ready::ApiServer { addr } => {
+                // Not before it listens: the client would log each refusal.
                 let path = self.layout.kubeconfig();
-                if !path.exists() {
+                if !path.exists() || tokio::net::TcpStream::connect(addr.as_str()).await.is_err() {
                     return false;
                 }
                 let Ok(client) = crate::kubeclient::from_kubeconfig(Some(&path)).await else {
