@@ -62,6 +62,9 @@ pub async fn apiserver(
         "--no-tls",
         "--insecure-port",
         "0",
+        // Room for the benchmarks' 1,000 Services (a /24 holds 254).
+        "--service-cluster-ip-range",
+        "10.96.0.0/16",
     ])
     .args;
     let api = km::apiserver::start(args, stop).await.unwrap();
