@@ -56,19 +56,8 @@ async fn a_killed_executor_s_pods_are_replaced() {
     let _one = exclusive().await;
     let local = Local::start(Setup::new(1)).await;
     let ns = local.namespace("exec-loss").await;
-    local
-        .kubectl_stdin(&["-n", &ns, "apply", "-f", "-"], STEADY)
-        .await;
-    local
-        .kubectl(&[
-            "-n",
-            &ns,
-            "rollout",
-            "status",
-            "deployment/steady",
-            "--timeout=180s",
-        ])
-        .await;
+    local.apply(&ns, STEADY).await;
+    local.rolled_out(&ns, "steady").await;
     let before = running(&local, &ns).await;
     assert_eq!(before.len(), 3, "{before:?}");
 

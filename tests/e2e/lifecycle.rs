@@ -59,19 +59,8 @@ async fn ctrl_c_cleans_up_and_a_restart_keeps_the_objects() {
     let _one = exclusive().await;
     let local = Local::start(Setup::new(1)).await;
     let ns = local.namespace("keep").await;
-    local
-        .kubectl_stdin(&["-n", &ns, "apply", "-f", "-"], KEEP)
-        .await;
-    local
-        .kubectl(&[
-            "-n",
-            &ns,
-            "rollout",
-            "status",
-            "deployment/keep",
-            "--timeout=180s",
-        ])
-        .await;
+    local.apply(&ns, KEEP).await;
+    local.rolled_out(&ns, "keep").await;
     assert_eq!(running(&local, &ns).await.len(), 2);
     let ours = [("io.kubernetes.pod.namespace", ns.as_str())];
     assert!(!containers(false, &ours).await.is_empty());
@@ -132,16 +121,7 @@ async fn ctrl_c_cleans_up_and_a_restart_keeps_the_objects() {
     local
         .kubectl(&["-n", &ns, "get", "deployment", "keep"])
         .await;
-    local
-        .kubectl(&[
-            "-n",
-            &ns,
-            "rollout",
-            "status",
-            "deployment/keep",
-            "--timeout=180s",
-        ])
-        .await;
+    local.rolled_out(&ns, "keep").await;
     eventually("the Deployment's two pods Running again", WAIT, || async {
         let now = running(&local, &ns).await;
         let docker = containers(

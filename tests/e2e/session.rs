@@ -178,9 +178,7 @@ async fn a_first_session_runs_pods_services_and_logs_and_explains_what_does_not_
 
     // 1. A pod goes Running and answers on its mapped host port, at the
     // machine's primary address.
-    local
-        .kubectl_stdin(&["-n", &ns, "apply", "-f", "-"], WEB_POD)
-        .await;
+    local.apply(&ns, WEB_POD).await;
     local
         .kubectl(&[
             "-n",
@@ -215,21 +213,9 @@ async fn a_first_session_runs_pods_services_and_logs_and_explains_what_does_not_
     // spreads requests over the three pods.
     let node_port = free_port_in(30000..31000);
     local
-        .kubectl_stdin(
-            &["-n", &ns, "apply", "-f", "-"],
-            &HELLO.replace("NODE_PORT", &node_port.to_string()),
-        )
+        .apply(&ns, &HELLO.replace("NODE_PORT", &node_port.to_string()))
         .await;
-    local
-        .kubectl(&[
-            "-n",
-            &ns,
-            "rollout",
-            "status",
-            "deployment/hello",
-            "--timeout=180s",
-        ])
-        .await;
+    local.rolled_out(&ns, "hello").await;
     let names: BTreeSet<String> = local
         .kubectl(&[
             "-n",
@@ -266,9 +252,7 @@ async fn a_first_session_runs_pods_services_and_logs_and_explains_what_does_not_
 
     // 3. `kubectl logs -f` follows the lines as they are written; `kubectl
     // logs` reads them all, and --tail the last one.
-    local
-        .kubectl_stdin(&["-n", &ns, "apply", "-f", "-"], TICKER)
-        .await;
+    local.apply(&ns, TICKER).await;
     local
         .kubectl(&[
             "-n",
@@ -313,9 +297,7 @@ async fn a_first_session_runs_pods_services_and_logs_and_explains_what_does_not_
 
     // 5. A pod that fits no agent: a FailedScheduling Event gives the
     // reason, and the pod stays Pending, unbound.
-    local
-        .kubectl_stdin(&["-n", &ns, "apply", "-f", "-"], HUGE)
-        .await;
+    local.apply(&ns, HUGE).await;
     let message = eventually("a FailedScheduling event for huge", WAIT, || async {
         let events: Value = serde_json::from_str(
             &local

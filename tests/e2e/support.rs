@@ -511,6 +511,19 @@ impl Local {
         self.succeeded(args, out)
     }
 
+    /// `kubectl apply -f -` of `manifest` in namespace `ns`.
+    pub async fn apply(&self, ns: &str, manifest: &str) -> String {
+        self.kubectl_stdin(&["-n", ns, "apply", "-f", "-"], manifest)
+            .await
+    }
+
+    /// Waits for `kubectl rollout status` of `deployment` in `ns` (3 minutes at most).
+    pub async fn rolled_out(&self, ns: &str, deployment: &str) {
+        let target = format!("deployment/{deployment}");
+        self.kubectl(&["-n", ns, "rollout", "status", &target, "--timeout=180s"])
+            .await;
+    }
+
     fn succeeded(&self, args: &[&str], out: Output) -> String {
         assert!(
             out.status.success(),
