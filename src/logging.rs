@@ -1,8 +1,15 @@
 //! Log setup shared by every role: text or JSON on stderr, level from `-v`
-//! or `RUST_LOG`.
+//! or `RUST_LOG`. A process that hosts several roles (`km local`) can send
+//! each role's lines to a file of its own, by the module path the line comes
+//! from ([`route`]).
+
+use std::fs::File;
+use std::io::Write;
+use std::sync::{Arc, RwLock};
 
 use clap::{Args, ValueEnum};
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::MakeWriter;
 
 /// Global logging flags.
 #[derive(Args, Clone, Debug)]
@@ -24,8 +31,84 @@ pub enum LogFormat {
     Json,
 }
 
+/// Where lines go instead of stderr: (target prefix, file), longest
+/// prefix first; a prefix of "" takes every line no other one takes.
+static ROUTES: RwLock<Vec<(String, Arc<File>)>> = RwLock::new(Vec::new());
+
+/// Sends the lines of targets under `prefix` (a module path such as
+/// `km::apiserver`, or "" for every other line) to `file` from now on.
+pub fn route(prefix: &str, file: File) {
+    let mut routes = ROUTES.write().unwrap_or_else(|e| e.into_inner());
+    routes.retain(|(p, _)| p != prefix);
+    routes.push((prefix.to_string(), Arc::new(file)));
+    routes.sort_by_key(|r| std::cmp::Reverse(r.0.len()));
+}
+
+/// Whether `target` lies under the module path `prefix`.
+fn under(target: &str, prefix: &str) -> bool {
+    prefix.is_empty()
+        || target == prefix
+        || target
+            .strip_prefix(prefix)
+            .is_some_and(|rest| rest.starts_with("::"))
+}
+
+/// The file for lines of `target`, if one is routed.
+fn routed(target: &str) -> Option<Arc<File>> {
+    let routes = ROUTES.read().unwrap_or_else(|e| e.into_inner());
+    routes
+        .iter()
+        .find(|(p, _)| under(target, p))
+        .map(|(_, f)| f.clone())
+}
+
+/// Writers by target: a routed file, else stderr.
+struct Routed;
+
+/// One line's destination.
+pub enum Sink {
+    /// A routed file (opened for appending: each line is one write).
+    File(Arc<File>),
+    /// The process's stderr.
+    Stderr(std::io::Stderr),
+}
+
+impl Write for Sink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Sink::File(f) => (&**f).write(buf),
+            Sink::Stderr(e) => e.write(buf),
+        }
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Sink::File(f) => (&**f).flush(),
+            Sink::Stderr(e) => e.flush(),
+        }
+    }
+}
+
+impl<'a> MakeWriter<'a> for Routed {
+    type Writer = Sink;
+    fn make_writer(&'a self) -> Sink {
+        Sink::Stderr(std::io::stderr())
+    }
+    fn make_writer_for(&'a self, meta: &tracing::Metadata<'_>) -> Sink {
+        match routed(meta.target()) {
+            Some(f) => Sink::File(f),
+            None => Sink::Stderr(std::io::stderr()),
+        }
+    }
+}
+
 /// Installs the global subscriber. Call once, from `main`.
 pub fn init(args: &LogArgs) {
+    init_with(args, true)
+}
+
+/// [`init`], with colours only where `colours` allows them and stderr is a
+/// terminal (a process that routes lines to files passes false).
+pub fn init_with(args: &LogArgs, colours: bool) {
     let default = match args.verbose {
         0 => "info",
         1 => "debug",
@@ -35,10 +118,47 @@ pub fn init(args: &LogArgs) {
     use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal());
+        .with_writer(Routed)
+        .with_ansi(colours && std::io::stderr().is_terminal());
     let _ = match args.log_format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_match_whole_module_path_segments() {
+        assert!(under("km::apiserver", "km::apiserver"));
+        assert!(under("km::apiserver::rest", "km::apiserver"));
+        assert!(!under("km::apiservers", "km::apiserver"));
+        assert!(under("hyper::client", ""));
+    }
+
+    #[test]
+    fn the_longest_routed_prefix_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        let open = |n: &str| File::create(dir.path().join(n)).unwrap();
+        route("km::logging_test_route", open("a"));
+        route("km::logging_test_route::inner", open("b"));
+        let mut a = Sink::File(routed("km::logging_test_route::x").unwrap());
+        let mut b = Sink::File(routed("km::logging_test_route::inner::y").unwrap());
+        a.write_all(b"to a\n").unwrap();
+        b.write_all(b"to b\n").unwrap();
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("a")).unwrap(),
+            "to a\n"
+        );
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("b")).unwrap(),
+            "to b\n"
+        );
+        ROUTES
+            .write()
+            .unwrap()
+            .retain(|(p, _)| !p.starts_with("km::logging_test_route"));
+    }
 }

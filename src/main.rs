@@ -81,7 +81,8 @@ enum Role {
     Proxy(Box<km::proxy::Args>),
     /// The whole system on one machine: API server, Mesos master and agents, scheduler, controllers, proxy.
     ///
-    /// Starts each role as a child process of this binary, in order, waits
+    /// Starts each role in order (the agents and the scheduler as child
+    /// processes of this binary, the others inside this process), waits
     /// until each is ready, writes DATA_DIR/kubeconfig and prints how to use
     /// it. Pods run on the local Docker. A role that dies is restarted;
     /// Ctrl-C stops everything in reverse order, pods and their containers
@@ -103,7 +104,8 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => return usage_error(e, &args),
     };
-    km::logging::init(&cli.log);
+    // km local writes its in-process roles' lines to their log files: no colours there.
+    km::logging::init_with(&cli.log, !matches!(cli.role, Role::Local(_)));
     let result = match cli.role {
         Role::Fit(a) => km::fit::run(a),
         Role::Apiserver(a) => serve(|stop| km::apiserver::run(a, stop)),

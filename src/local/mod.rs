@@ -1,17 +1,20 @@
 //! `km local`: the whole system on one machine, for trying km and for the
 //! end-to-end tests.
 //!
-//! It composes the roles as child processes of this same binary, started
-//! in dependency order and each waited for ([`plan`]): km apiserver (state
-//! under `--data-dir`), km dev-master, `--agents` km dev-agents (whose
-//! executors run pods on Docker), km scheduler as `default-scheduler`, km
-//! controller-manager with the workload controllers, and km proxy. A part
-//! that dies is restarted ([`supervisor`]); Ctrl-C or SIGTERM stops them in
-//! reverse order, the agents draining first so that every pod's containers
-//! are removed. The API objects stay in the data directory: a second
+//! It composes the roles, started in dependency order and each waited for
+//! ([`plan`]): km apiserver (state under `--data-dir`), km dev-master,
+//! `--agents` km dev-agents (whose executors run pods on Docker), km
+//! scheduler as `default-scheduler`, km controller-manager with the workload
+//! controllers, and km proxy. The agents and the scheduler are child
+//! processes of this same binary; the other roles run inside km local's
+//! process ([`inproc`]), each logging to its own file. A part that dies is
+//! restarted ([`supervisor`]); Ctrl-C or SIGTERM stops them in reverse
+//! order, the agents draining first so that every pod's containers are
+//! removed. The API objects stay in the data directory: a second
 //! `km local` on it resumes with them (pods that were running are marked
 //! Failed when their tasks turn out gone, and their controllers replace them).
 
+pub mod inproc;
 pub mod plan;
 pub mod preflight;
 pub mod supervisor;
@@ -197,6 +200,7 @@ pub async fn run(args: Args, stop: CancellationToken) -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(crate::devcluster::agent::flags::system_hostname);
     let parts = plan::parts(&args, &layout, &km, &hostname);
+    route_logs(&layout, &parts)?;
     let mut sup = Supervisor::new(&km, layout.clone(), parts)?;
 
     // Start in order, each once the one before is ready.
@@ -238,7 +242,7 @@ pub async fn run(args: Args, stop: CancellationToken) -> anyhow::Result<()> {
                 let name = sup.parts()[exit.index].name.clone();
                 say(format!(
                     "{name} exited with {}; restarting it in {} (restart {}, log {})",
-                    describe_exit(exit.status),
+                    describe_exit(&exit.status),
                     secs(delay),
                     sup.restarts(exit.index),
                     layout.log(&name).display()
@@ -269,6 +273,32 @@ pub async fn run(args: Args, stop: CancellationToken) -> anyhow::Result<()> {
     .await;
     sweep(&agent_ids).await;
     say("stopped");
+    Ok(())
+}
+
+/// Sends the lines of the in-process parts to their log files, and every
+/// other line of this process (km local's own, the shared libraries') to
+/// `logs/local.log`.
+fn route_logs(layout: &Layout, parts: &[plan::Part]) -> anyhow::Result<()> {
+    let open = |name: &str| {
+        let path = layout.log(name);
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .with_context(|| format!("cannot open {}", path.display()))
+    };
+    for p in parts.iter().filter(|p| p.host == plan::Host::InProcess) {
+        let target = match p.args[0].as_str() {
+            "apiserver" => "km::apiserver",
+            "dev-master" => "km::devcluster::master",
+            "controller-manager" => "km::controller",
+            "proxy" => "km::proxy",
+            _ => continue,
+        };
+        crate::logging::route(target, open(&p.name)?);
+    }
+    crate::logging::route("", open("local")?);
     Ok(())
 }
 

@@ -1,6 +1,12 @@
-//! What `km local` starts: one [`Part`] per child process, in start order,
-//! each with its command line, how to tell it is ready and how to stop it.
-//! Pure: the supervisor runs the plan, the tests read it.
+//! What `km local` starts: one [`Part`] per role instance, in start order,
+//! each with its command line, where it runs, how to tell it is ready and
+//! how to stop it. Pure: the supervisor runs the plan, the tests read it.
+//!
+//! The API server, the dev-master, the controller manager and the proxy run
+//! inside km local's own process ([`Host::InProcess`]). The agents and the
+//! scheduler are child processes: an agent's executors are its children and
+//! it drains them on SIGUSR1, and the scheduler must stand being killed and
+//! restarted on its own, as on a real cluster.
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -77,13 +83,24 @@ pub enum Stop {
     Drain,
 }
 
-/// One child process of `km local`.
+/// Where a part runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Host {
+    /// A child process of km local, in a process group of its own.
+    Child,
+    /// A task of km local's own process.
+    InProcess,
+}
+
+/// One part of `km local`.
 #[derive(Debug, Clone)]
 pub struct Part {
     /// Its name in progress lines, logs and pid files.
     pub name: String,
     /// The arguments after `km`.
     pub args: Vec<String>,
+    /// Where it runs.
+    pub host: Host,
     /// Readiness.
     pub ready: Ready,
     /// How it is stopped.
@@ -181,6 +198,7 @@ pub fn parts_on(
             "--service-node-port-range",
             &args.service_node_port_range,
         ]),
+        host: Host::InProcess,
         ready: Ready::ApiServer {
             addr: format!("{host}:{}", args.api_port),
         },
@@ -199,6 +217,7 @@ pub fn parts_on(
             "--port",
             &args.master_port.to_string(),
         ]),
+        host: Host::InProcess,
         ready: Ready::Http(format!("{master_url}/health")),
         stop: Stop::Term,
         summary: format!("{master_url} (tasks: {master_url}/state)"),
@@ -231,6 +250,7 @@ pub fn parts_on(
         out.push(Part {
             name: format!("agent-{i}"),
             args: a,
+            host: Host::Child,
             ready: Ready::AgentRegistered {
                 state_url: format!("{master_url}/state"),
                 hostname: name.clone(),
@@ -261,6 +281,7 @@ pub fn parts_on(
             "--executor-kubelet-port",
             "0",
         ]),
+        host: Host::Child,
         ready: Ready::Http(format!("http://{loopback}:{}/readyz", args.scheduler_port)),
         stop: Stop::Term,
         summary: format!(
@@ -284,6 +305,7 @@ pub fn parts_on(
             "--port",
             &args.controller_manager_port.to_string(),
         ]),
+        host: Host::InProcess,
         ready: Ready::Http(format!(
             "http://{loopback}:{}/readyz",
             args.controller_manager_port
@@ -307,6 +329,7 @@ pub fn parts_on(
                 "--metrics-bind-address",
                 &format!("{loopback}:{}", args.proxy_metrics_port),
             ]),
+            host: Host::InProcess,
             ready: Ready::Http(format!(
                 "http://{loopback}:{}/healthz",
                 args.proxy_healthz_port
@@ -399,6 +422,20 @@ mod tests {
             .map(|p| p.name)
             .collect();
         assert!(!names.contains(&"proxy".to_string()));
+    }
+
+    #[test]
+    fn agents_and_the_scheduler_are_processes_the_rest_runs_inside_km_local() {
+        for p in plan(&["--agents", "2"]) {
+            let child = p.name.starts_with("agent-") || p.name == "scheduler";
+            assert_eq!(p.host == Host::Child, child, "{}", p.name);
+            assert_eq!(
+                p.host == Host::InProcess,
+                super::super::inproc::hostable(&p.args[0]),
+                "{}",
+                p.name
+            );
+        }
     }
 
     #[test]

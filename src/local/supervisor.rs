@@ -1,8 +1,11 @@
-//! Running the parts: each is `km <role> ...` in a process group of its own
-//! (so the Ctrl-C meant for `km local` does not reach it and stop it out of
-//! order), with its output appended to its log file and its pid in its pid
-//! file. A part that exits while km local runs is restarted with backoff;
-//! stopping signals the parts in reverse start order and waits for each.
+//! Running the parts. A child part is `km <role> ...` in a process group of
+//! its own (so the Ctrl-C meant for `km local` does not reach it and stop it
+//! out of order), with its output appended to its log file and its pid in
+//! its pid file. An in-process part is the role's run as a task of km local,
+//! with a stop token of its own; its log lines are routed to its log file by
+//! their target ([`crate::logging::route`]). A part that ends while km local
+//! runs is restarted with backoff; stopping stops the parts in reverse start
+//! order (a signal, or the part's stop token) and waits for each.
 
 use std::fs::OpenOptions;
 use std::io::{Read, Seek, SeekFrom};
@@ -13,8 +16,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
-use super::plan::{Layout, Part, Ready, Stop};
+use super::inproc;
+use super::plan::{Host, Layout, Part, Ready, Stop};
 
 /// How long a stopped part has before it is killed: agents get the time
 /// their executors need to stop their pods.
@@ -34,12 +39,32 @@ pub struct Exited {
     /// Which start of that part ended.
     pub generation: u64,
     /// How it ended.
-    pub status: Option<ExitStatus>,
+    pub status: Ending,
+}
+
+/// How a part ended.
+#[derive(Debug)]
+pub enum Ending {
+    /// A child process exited (None: its status could not be read).
+    Process(Option<ExitStatus>),
+    /// An in-process role returned: Ok, or its error (or panic) as text.
+    Task(Result<(), String>),
+}
+
+/// How a started part is reached.
+enum Handle {
+    Child {
+        pid: u32,
+    },
+    Task {
+        stop: CancellationToken,
+        abort: tokio::task::AbortHandle,
+    },
 }
 
 /// A started part.
 struct Running {
-    pid: u32,
+    handle: Handle,
     generation: u64,
     started: Instant,
 }
@@ -57,11 +82,13 @@ pub struct Supervisor {
     http: reqwest::Client,
 }
 
-/// "exit status 1" or "signal 9 (SIGKILL)".
-pub fn describe_exit(status: Option<ExitStatus>) -> String {
+/// "exit status 1", "signal 9 (SIGKILL)" or "error: ...".
+pub fn describe_exit(status: &Ending) -> String {
     match status {
-        None => "an unknown status".into(),
-        Some(s) => match (s.code(), s.signal()) {
+        Ending::Task(Ok(())) => "no error".into(),
+        Ending::Task(Err(e)) => format!("error: {e}"),
+        Ending::Process(None) => "an unknown status".into(),
+        Ending::Process(Some(s)) => match (s.code(), s.signal()) {
             (Some(c), _) => format!("exit status {c}"),
             (_, Some(9)) => "signal 9 (SIGKILL)".into(),
             (_, Some(15)) => "signal 15 (SIGTERM)".into(),
@@ -74,6 +101,7 @@ pub fn describe_exit(status: Option<ExitStatus>) -> String {
 impl Supervisor {
     /// A supervisor of `parts`, started as `km` subcommands of `km`.
     pub fn new(km: &Path, layout: Layout, parts: Vec<Part>) -> anyhow::Result<Supervisor> {
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let (exits_tx, exits) = mpsc::unbounded_channel();
         let n = parts.len();
         Ok(Supervisor {
@@ -99,6 +127,21 @@ impl Supervisor {
 
     /// Starts part `index` (its previous run must have ended).
     pub fn spawn(&mut self, index: usize) -> anyhow::Result<()> {
+        self.generation += 1;
+        let generation = self.generation;
+        let handle = match self.parts[index].host {
+            Host::Child => self.spawn_child(index, generation)?,
+            Host::InProcess => self.spawn_task(index, generation)?,
+        };
+        self.running[index] = Some(Running {
+            handle,
+            generation,
+            started: Instant::now(),
+        });
+        Ok(())
+    }
+
+    fn spawn_child(&self, index: usize, generation: u64) -> anyhow::Result<Handle> {
         let part = &self.parts[index];
         let log_path = self.layout.log(&part.name);
         let log = OpenOptions::new()
@@ -119,23 +162,39 @@ impl Supervisor {
         let pid_file = self.layout.pid_file(&part.name);
         std::fs::write(&pid_file, format!("{pid}\n"))
             .with_context(|| format!("cannot write {}", pid_file.display()))?;
-        self.generation += 1;
-        let generation = self.generation;
-        self.running[index] = Some(Running {
-            pid,
-            generation,
-            started: Instant::now(),
-        });
         let tx = self.exits_tx.clone();
         tokio::spawn(async move {
-            let status = child.wait().await.ok();
+            let status = Ending::Process(child.wait().await.ok());
             let _ = tx.send(Exited {
                 index,
                 generation,
                 status,
             });
         });
-        Ok(())
+        Ok(Handle::Child { pid })
+    }
+
+    fn spawn_task(&self, index: usize, generation: u64) -> anyhow::Result<Handle> {
+        let part = &self.parts[index];
+        let stop = CancellationToken::new();
+        let run = inproc::role(&part.args, stop.clone())?;
+        let task = tokio::spawn(run);
+        let abort = task.abort_handle();
+        let tx = self.exits_tx.clone();
+        tokio::spawn(async move {
+            let status = Ending::Task(match task.await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(format!("{e:#}")),
+                Err(e) if e.is_panic() => Err(format!("panicked: {}", panic_text(e.into_panic()))),
+                Err(_) => Err("cancelled".into()),
+            });
+            let _ = tx.send(Exited {
+                index,
+                generation,
+                status,
+            });
+        });
+        Ok(Handle::Task { stop, abort })
     }
 
     /// Waits until part `index` is ready, or fails naming why (with the end
@@ -154,7 +213,7 @@ impl Supervisor {
                     bail!(
                         "{} exited with {} before it was ready; the end of {}:\n{}",
                         part.name,
-                        describe_exit(exit.status),
+                        describe_exit(&exit.status),
                         self.layout.log(&part.name).display(),
                         tail(&self.layout.log(&part.name), 15)
                     );
@@ -251,22 +310,39 @@ impl Supervisor {
     /// Stops every running part in reverse start order; `progress` hears of each.
     pub async fn stop_all(&mut self, mut progress: impl FnMut(&str, Duration, bool)) {
         for index in (0..self.parts.len()).rev() {
-            let Some(pid) = self.running[index].as_ref().map(|r| r.pid) else {
+            let Some(running) = self.running[index].as_ref() else {
                 continue;
             };
             let began = Instant::now();
-            let (signal, grace) = match self.parts[index].stop {
-                Stop::Term => ("TERM", STOP_GRACE),
-                Stop::Drain => ("USR1", DRAIN_GRACE),
+            let grace = match self.parts[index].stop {
+                Stop::Term => STOP_GRACE,
+                Stop::Drain => DRAIN_GRACE,
             };
-            send_signal(signal, &[pid.to_string()]);
+            match &running.handle {
+                Handle::Child { pid } => {
+                    let signal = match self.parts[index].stop {
+                        Stop::Term => "TERM",
+                        Stop::Drain => "USR1",
+                    };
+                    send_signal(signal, &[pid.to_string()]);
+                }
+                Handle::Task { stop, .. } => stop.cancel(),
+            }
             let clean = self.wait_exit(index, grace).await;
             if !clean {
-                send_signal("KILL", &[format!("-{pid}"), pid.to_string()]);
+                match self.running[index].as_ref().map(|r| &r.handle) {
+                    Some(Handle::Child { pid }) => {
+                        send_signal("KILL", &[format!("-{pid}"), pid.to_string()])
+                    }
+                    Some(Handle::Task { abort, .. }) => abort.abort(),
+                    None => {}
+                }
                 self.wait_exit(index, Duration::from_secs(5)).await;
             }
             self.running[index] = None;
-            let _ = std::fs::remove_file(self.layout.pid_file(&self.parts[index].name));
+            if self.parts[index].host == Host::Child {
+                let _ = std::fs::remove_file(self.layout.pid_file(&self.parts[index].name));
+            }
             progress(&self.parts[index].name, began.elapsed(), clean);
         }
     }
@@ -281,6 +357,15 @@ impl Supervisor {
             }
         }
     }
+}
+
+/// A panic's message, when it has one.
+fn panic_text(payload: Box<dyn std::any::Any + Send>) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".into())
 }
 
 /// Whether the master's `/state` lists an agent named `hostname`.
@@ -339,14 +424,86 @@ mod tests {
     #[test]
     fn exits_are_described_by_code_or_signal() {
         assert_eq!(
-            describe_exit(Some(ExitStatus::from_raw(1 << 8))),
+            describe_exit(&Ending::Process(Some(ExitStatus::from_raw(1 << 8)))),
             "exit status 1"
         );
         assert_eq!(
-            describe_exit(Some(ExitStatus::from_raw(9))),
+            describe_exit(&Ending::Process(Some(ExitStatus::from_raw(9)))),
             "signal 9 (SIGKILL)"
         );
-        assert_eq!(describe_exit(None), "an unknown status");
+        assert_eq!(describe_exit(&Ending::Process(None)), "an unknown status");
+        assert_eq!(
+            describe_exit(&Ending::Task(Err("port 6443 is taken".into()))),
+            "error: port 6443 is taken"
+        );
+    }
+
+    /// A dev-master run inside this process: ready on its port, stopped by
+    /// its token, the port free again afterwards.
+    #[tokio::test]
+    async fn an_in_process_part_starts_answers_and_stops_cleanly() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("logs")).unwrap();
+        std::fs::create_dir_all(dir.path().join("run")).unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let part = Part {
+            name: "dev-master".into(),
+            args: [
+                "dev-master",
+                "--ip",
+                "127.0.0.1",
+                "--port",
+                &port.to_string(),
+            ]
+            .map(String::from)
+            .to_vec(),
+            host: Host::InProcess,
+            ready: Ready::Http(format!("http://127.0.0.1:{port}/health")),
+            stop: Stop::Term,
+            summary: String::new(),
+        };
+        let layout = Layout::new(dir.path());
+        let mut sup =
+            Supervisor::new(Path::new("/nonexistent/km"), layout.clone(), vec![part]).unwrap();
+        sup.spawn(0).unwrap();
+        sup.wait_ready(0, Duration::from_secs(20)).await.unwrap();
+        assert!(sup.is_running(0));
+        assert!(
+            !layout.pid_file("dev-master").exists(),
+            "no pid file for a task"
+        );
+        let mut stopped = Vec::new();
+        sup.stop_all(|name, _, clean| stopped.push((name.to_string(), clean)))
+            .await;
+        assert_eq!(stopped, [("dev-master".to_string(), true)]);
+        assert!(!sup.is_running(0));
+        std::net::TcpListener::bind(("127.0.0.1", port)).expect("the port is free again");
+    }
+
+    #[tokio::test]
+    async fn an_in_process_part_with_bad_flags_does_not_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let part = Part {
+            name: "dev-master".into(),
+            args: ["dev-master", "--bogus"].map(String::from).to_vec(),
+            host: Host::InProcess,
+            ready: Ready::Http("http://127.0.0.1:1/health".into()),
+            stop: Stop::Term,
+            summary: String::new(),
+        };
+        let mut sup = Supervisor::new(
+            Path::new("/nonexistent/km"),
+            Layout::new(dir.path()),
+            vec![part],
+        )
+        .unwrap();
+        let err = sup.spawn(0).expect_err("bad flags are refused");
+        assert!(format!("{err:#}").contains("--bogus"), "{err:#}");
+        assert!(!sup.is_running(0));
     }
 
     #[test]
