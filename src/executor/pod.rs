@@ -7,6 +7,10 @@
 //! [`PodStatus`] and reports every change to the task manager, which writes
 //! it to the API server and tells Mesos. The pod's steps are a small state
 //! machine ([`Stage`]): preparing, initializing, running, terminating, done.
+//!
+//! A launched pod prepares its sandbox while its Binding is still being
+//! written ([`Binding`]): no container of the pod's own starts before the
+//! pod is bound to this node, and a failed binding removes the sandbox.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -93,6 +97,18 @@ pub enum Report {
     },
 }
 
+/// Whether a pod is bound to this node, as its runner waits to know
+/// before it starts the pod's own containers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Binding {
+    /// The Binding is being written.
+    Pending,
+    /// The pod is bound here (or was before: re-adopted and static pods).
+    Bound,
+    /// It cannot be bound here: why.
+    Failed(String),
+}
+
 /// Docker ids of a pod's containers by container name: the current
 /// instance and the one before it (for `kubectl logs --previous`).
 pub type ContainerIds = Arc<Mutex<HashMap<String, (Option<String>, Option<String>)>>>;
@@ -131,13 +147,16 @@ pub enum Stage {
 }
 
 /// Starts a pod. `adopt` holds the pod's containers found running after
-/// an executor restart; they are taken over instead of started again.
+/// an executor restart; they are taken over instead of started again. The
+/// sandbox is prepared at once; the containers start once `binding` says
+/// [`Binding::Bound`].
 pub fn spawn(
     host: Arc<Host>,
     task_id: String,
     pod: Pod,
     adopt: Vec<ContainerInfo>,
     reports: mpsc::UnboundedSender<Report>,
+    binding: watch::Receiver<Binding>,
 ) -> PodHandle {
     let (kill, kill_rx) = watch::channel(None);
     let ids: ContainerIds = Arc::default();
@@ -147,6 +166,7 @@ pub fn spawn(
         pod: Arc::new(pod),
         reports,
         kill: kill_rx,
+        binding,
         ids: ids.clone(),
         init: Vec::new(),
         app: Vec::new(),
@@ -172,6 +192,7 @@ struct Runner {
     pod: Arc<Pod>,
     reports: mpsc::UnboundedSender<Report>,
     kill: watch::Receiver<Option<Duration>>,
+    binding: watch::Receiver<Binding>,
     ids: ContainerIds,
     init: Vec<ContainerRecord>,
     app: Vec<ContainerRecord>,
@@ -304,7 +325,15 @@ impl Runner {
         self.start_time = Some(now());
         self.publish(None);
         let outcome = match self.prepare(&adopt).await {
-            Ok(Some(sandbox)) => self.live(sandbox, adopt).await,
+            Ok(Some(sandbox)) => match self.bound().await {
+                Ok(()) => self.live(sandbox, adopt).await,
+                Err(outcome) => {
+                    let grace = Arc::new(Mutex::new(Duration::ZERO));
+                    self.teardown(&sandbox, CancellationToken::new(), &grace)
+                        .await;
+                    outcome
+                }
+            },
             Ok(None) => Outcome::Killed,
             Err(why) => {
                 tracing::warn!(pod = name, task = self.task_id, why, "the pod cannot start");
@@ -435,6 +464,22 @@ impl Runner {
             &of(self.spec_containers(ContainerKind::App)),
             &of(self.spec_containers(ContainerKind::Init)),
         )
+    }
+
+    /// Waits until the pod is bound here; a failed binding or a kill first
+    /// is the pod's outcome.
+    async fn bound(&mut self) -> Result<(), Outcome> {
+        let mut binding = self.binding.clone();
+        let settled = tokio::select! {
+            b = binding.wait_for(|b| *b != Binding::Pending) => b.map(|b| b.clone()).ok(),
+            _ = self.kill.wait_for(Option::is_some) => return Err(Outcome::Killed),
+        };
+        match settled {
+            Some(Binding::Bound) => Ok(()),
+            Some(Binding::Failed(why)) => Err(Outcome::Failed(format!("binding failed: {why}"))),
+            // The manager dropped the task: nothing will start it.
+            Some(Binding::Pending) | None => Err(Outcome::Killed),
+        }
     }
 
     /// Sleeps `d` unless a kill comes first (then true).

@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::kubelet_api::{LogQuery, Logs};
 use super::labels;
-use super::pod::{self, ContainerIds, Host, Outcome, PodHandle, Report};
+use super::pod::{self, Binding, ContainerIds, Host, Outcome, PodHandle, Report};
 use super::runtime::{LogOptions, Runtime};
 use crate::mesos::executor::{Executor, ExecutorEvent};
 use crate::mesos::proto::v1;
@@ -38,22 +38,23 @@ struct Entry {
     namespace: String,
     name: String,
     uid: String,
-    handle: Option<PodHandle>,
+    handle: PodHandle,
     /// TASK_RUNNING was sent.
     running_sent: bool,
-    /// KILL arrived before the pod started.
-    killed_early: bool,
     /// Static pods are not Mesos tasks: no updates.
     is_static: bool,
     /// The status writer of this pod.
     status: watch::Sender<Option<PodStatus>>,
+    /// Whether the pod is bound here yet: its containers and its status
+    /// writes wait for it.
+    binding: watch::Sender<Binding>,
     /// When LAUNCH arrived (or the task was re-adopted).
     launched_at: std::time::Instant,
 }
 
 /// What a launch ends in, reported back to the manager's loop.
 enum Bound {
-    Ok { task_id: String, pod: Box<Pod> },
+    Ok { task_id: String },
     Failed { task_id: String, message: String },
 }
 
@@ -325,62 +326,68 @@ impl Manager {
                 running,
                 "re-adopting a task after an executor restart"
             );
-            let id = task.task_id.value.clone();
-            self.insert(task, &pod, false);
-            self.start_pod(&id, pod, adopt);
+            self.start(task, pod, false, Binding::Bound, adopt);
         }
     }
 
-    fn insert(&mut self, info: v1::TaskInfo, pod: &Pod, is_static: bool) {
+    /// Tracks a task and starts its pod (taking over `adopt`'s containers),
+    /// with a status writer of its own.
+    fn start(
+        &mut self,
+        info: v1::TaskInfo,
+        pod: Pod,
+        is_static: bool,
+        binding: Binding,
+        adopt: Vec<super::runtime::ContainerInfo>,
+    ) {
         let (tx, rx) = watch::channel(None);
+        let (binding, binding_rx) = watch::channel(binding);
         let namespace = pod
             .metadata
             .namespace
             .clone()
             .unwrap_or_else(|| "default".into());
         let name = pod.metadata.name.clone().unwrap_or_default();
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
         tokio::spawn(write_status(
             Api::namespaced(self.host.client.clone(), &namespace),
             name.clone(),
             rx,
+            binding.subscribe(),
         ));
-        self.tasks.insert(
-            info.task_id.value.clone(),
-            Entry {
-                info,
-                namespace,
-                name,
-                uid: pod.metadata.uid.clone().unwrap_or_default(),
-                handle: None,
-                running_sent: false,
-                killed_early: false,
-                is_static,
-                status: tx,
-                launched_at: std::time::Instant::now(),
-            },
-        );
-    }
-
-    fn start_pod(&mut self, task_id: &str, pod: Pod, adopt: Vec<super::runtime::ContainerInfo>) {
-        let Some(e) = self.tasks.get_mut(task_id) else {
-            return;
-        };
+        let task_id = info.task_id.value.clone();
         let handle = pod::spawn(
             self.host.clone(),
-            task_id.to_string(),
+            task_id.clone(),
             pod,
             adopt,
             self.reports_tx.clone(),
+            binding_rx,
         );
         self.logs
             .pods
             .lock()
             .expect("log index lock")
-            .insert((e.namespace.clone(), e.name.clone()), handle.ids.clone());
-        e.handle = Some(handle);
+            .insert((namespace.clone(), name.clone()), handle.ids.clone());
+        self.tasks.insert(
+            task_id,
+            Entry {
+                info,
+                namespace,
+                name,
+                uid,
+                handle,
+                running_sent: false,
+                is_static,
+                status: tx,
+                binding,
+                launched_at: std::time::Instant::now(),
+            },
+        );
     }
 
-    /// LAUNCH: decode, checkpoint, bind (asynchronously), then start.
+    /// LAUNCH: decode, checkpoint, then bind and prepare the pod's sandbox
+    /// at the same time; its containers start once it is bound.
     pub async fn launch(&mut self, task: v1::TaskInfo) {
         let id = task.task_id.value.clone();
         if self.tasks.contains_key(&id) {
@@ -399,16 +406,13 @@ impl Manager {
             }
         };
         self.checkpoint(&task);
-        self.insert(task, &pod, false);
+        self.start(task, pod.clone(), false, Binding::Pending, Vec::new());
         let client = self.host.client.clone();
         let node = self.host.node_name.clone();
         let tx = self.bound_tx.clone();
         tokio::spawn(async move {
             let msg = match bind(&client, pod, &node).await {
-                Ok(pod) => Bound::Ok {
-                    task_id: id,
-                    pod: Box::new(pod),
-                },
+                Ok(_) => Bound::Ok { task_id: id },
                 Err(message) => Bound::Failed {
                     task_id: id,
                     message,
@@ -418,30 +422,24 @@ impl Manager {
         });
     }
 
-    /// The binding of a launched pod finished.
+    /// The binding of a launched pod finished: its runner goes on (or
+    /// removes its sandbox and reports the failure).
     pub async fn bound(&mut self, msg: BoundMsg) {
         match msg.0 {
-            Bound::Ok { task_id, pod } => {
+            Bound::Ok { task_id } => {
                 let Some(e) = self.tasks.get(&task_id) else {
                     return;
                 };
-                let info = e.info.clone();
-                if e.killed_early {
-                    self.finish(&task_id, Outcome::Killed).await;
-                    return;
-                }
-                let mut st = status(&info, v1::TaskState::TaskStarting);
+                let _ = e.binding.send(Binding::Bound);
+                let mut st = status(&e.info, v1::TaskState::TaskStarting);
                 st.message = Some(format!("pod bound to node {}", self.host.node_name));
                 self.update(st).await;
-                self.start_pod(&task_id, *pod, Vec::new());
             }
             Bound::Failed { task_id, message } => {
                 tracing::warn!(task = task_id, message, "binding failed");
-                self.finish(
-                    &task_id,
-                    Outcome::Failed(format!("binding failed: {message}")),
-                )
-                .await;
+                if let Some(e) = self.tasks.get(&task_id) {
+                    let _ = e.binding.send(Binding::Failed(message));
+                }
             }
         }
     }
@@ -465,10 +463,7 @@ impl Manager {
             self.update(st).await;
             return;
         };
-        match &e.handle {
-            Some(h) => h.kill(grace),
-            None => e.killed_early = true,
-        }
+        e.handle.kill(grace);
     }
 
     /// A pod reported.
@@ -523,7 +518,8 @@ impl Manager {
         };
         let mut st = status(&e.info, state);
         st.message = Some(message.clone());
-        if matches!(outcome, Outcome::Failed(_)) && e.handle.is_none() {
+        let unbound = matches!(*e.binding.borrow(), Binding::Failed(_));
+        if matches!(outcome, Outcome::Failed(_)) && unbound {
             st.reason = Some(v1::task_status::Reason::ContainerLaunchFailed as i32);
         }
         self.update(st).await;
@@ -549,7 +545,7 @@ impl Manager {
                     }
                 }
             }
-            Outcome::Failed(m) if e.handle.is_none() => {
+            Outcome::Failed(m) if unbound => {
                 let patch =
                     json!({"status": {"phase": "Failed", "reason": "LaunchFailed", "message": m}});
                 let _ = api
@@ -567,25 +563,8 @@ impl Manager {
         reports: &mut mpsc::UnboundedReceiver<Report>,
     ) {
         let grace = within.saturating_sub(Duration::from_secs(1));
-        let ids: Vec<String> = self.tasks.keys().cloned().collect();
-        for id in ids {
-            if let Some(e) = self.tasks.get_mut(&id) {
-                match &e.handle {
-                    Some(h) => h.kill(Some(grace)),
-                    None => {
-                        e.killed_early = true;
-                    }
-                }
-            }
-        }
-        let unstarted: Vec<String> = self
-            .tasks
-            .iter()
-            .filter(|(_, e)| e.handle.is_none())
-            .map(|(k, _)| k.clone())
-            .collect();
-        for id in unstarted {
-            self.finish(&id, Outcome::Killed).await;
+        for e in self.tasks.values() {
+            e.handle.kill(Some(grace));
         }
         let deadline = tokio::time::Instant::now() + within;
         while !self.tasks.is_empty() {
@@ -720,8 +699,7 @@ impl Manager {
                 },
                 ..Default::default()
             };
-            self.insert(info, &mirror, true);
-            self.start_pod(&task_id, mirror, Vec::new());
+            self.start(info, mirror, true, Binding::Bound, Vec::new());
         }
     }
 }
@@ -798,7 +776,17 @@ pub async fn bind(client: &kube::Client, pod: Pod, node: &str) -> Result<Pod, St
 
 /// Writes a pod's status through the status subresource, coalesced: only
 /// the latest status is written, and nothing when it did not change.
-async fn write_status(api: Api<Pod>, name: String, mut rx: watch::Receiver<Option<PodStatus>>) {
+/// Nothing is written before the pod is bound here, nor if it cannot be.
+async fn write_status(
+    api: Api<Pod>,
+    name: String,
+    mut rx: watch::Receiver<Option<PodStatus>>,
+    mut binding: watch::Receiver<Binding>,
+) {
+    match binding.wait_for(|b| *b != Binding::Pending).await {
+        Ok(b) if *b == Binding::Bound => {}
+        _ => return,
+    }
     while rx.changed().await.is_ok() {
         let Some(st) = rx.borrow_and_update().clone() else {
             continue;
