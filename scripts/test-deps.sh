@@ -2,8 +2,9 @@
 # Installs what km's integration tests use, when it is missing:
 # ZooKeeper (Debian) for zk:// master detection, pymesos (PyPI) as an
 # independent Mesos client, kubectl (the machines have v1.32; Debian's
-# kubernetes-client otherwise) as km apiserver's real client. Idempotent;
-# run by `make test`.
+# kubernetes-client otherwise) as km apiserver's real client, nft and
+# conntrack (Debian) for km proxy's kernel path. Idempotent; run by
+# `make test`.
 set -euo pipefail
 
 if [ ! -e /usr/share/zookeeper/bin/zkServer.sh ]; then
@@ -12,6 +13,15 @@ if [ ! -e /usr/share/zookeeper/bin/zkServer.sh ]; then
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends zookeeper >/dev/null
 fi
+
+for tool in nft:nftables conntrack:conntrack; do
+    if ! command -v "${tool%%:*}" >/dev/null; then
+        echo "installing ${tool#*:} (Debian)"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq
+        apt-get install -y -qq --no-install-recommends "${tool#*:}" >/dev/null
+    fi
+done
 
 PY=${PYTHON:-python3}
 if ! "$PY" -c 'import pymesos, http_parser.http' 2>/dev/null; then
