@@ -285,11 +285,11 @@ impl State {
             }
         }
         let commands = script.lines().count();
-        if commands > 0 {
-            if let Err(e) = nft_apply(&script).await {
-                self.replace = true;
-                return Err(e);
-            }
+        if commands > 0
+            && let Err(e) = nft_apply(&script).await
+        {
+            self.replace = true;
+            return Err(e);
         }
         let mut stale = Vec::new();
         if std::mem::take(&mut self.replace) {
