@@ -585,6 +585,24 @@ async fn can_use_nft() -> bool {
 /// The kernel data path has one table per host: its tests take turns.
 static KERNEL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
+/// Takes this test's turn with the kernel, or says why it must not: a
+/// `km-proxy` table already there belongs to a running proxy (`km local`?)
+/// that a test would break. The tests remove their own tables.
+async fn kernel_turn() -> Option<tokio::sync::MutexGuard<'static, ()>> {
+    if !can_use_nft().await {
+        eprintln!("skipped: nft is not usable here (needs root and the nft tool)");
+        return None;
+    }
+    let turn = KERNEL.lock().await;
+    if km_table().await.is_some() {
+        eprintln!(
+            "skipped: an nftables table ip km-proxy exists, so a km proxy runs on this host; stop it, or run this test in a network namespace of its own (ip netns exec)"
+        );
+        return None;
+    }
+    Some(turn)
+}
+
 /// km's table as `nft list` shows it, if there is one.
 async fn km_table() -> Option<String> {
     output("nft", &["list", "table", "ip", "km-proxy"]).await
@@ -710,11 +728,9 @@ async fn every_kind_of_ruleset_change_is_accepted_by_nft() {
 
 #[tokio::test]
 async fn kernel_path_serves_cluster_ip_tcp_and_udp_without_the_proxy_and_cleans_up() {
-    if !can_use_nft().await {
-        eprintln!("skipped: nft is not usable here (needs root and the nft tool)");
+    let Some(_turn) = kernel_turn().await else {
         return;
-    }
-    let _turn = KERNEL.lock().await;
+    };
     let dir = tempfile::tempdir().unwrap();
     let stop = CancellationToken::new();
     let (kubeconfig, client) = support::apiserver(dir.path(), stop.clone()).await;
@@ -795,11 +811,9 @@ async fn kernel_path_serves_cluster_ip_tcp_and_udp_without_the_proxy_and_cleans_
 
 #[tokio::test]
 async fn kernel_path_round_robins_applies_endpoint_changes_and_serves_the_node_port() {
-    if !can_use_nft().await {
-        eprintln!("skipped: nft is not usable here (needs root and the nft tool)");
+    let Some(_turn) = kernel_turn().await else {
         return;
-    }
-    let _turn = KERNEL.lock().await;
+    };
     let dir = tempfile::tempdir().unwrap();
     let stop = CancellationToken::new();
     let (kubeconfig, client) = support::apiserver(dir.path(), stop.clone()).await;
@@ -883,11 +897,9 @@ async fn kernel_path_round_robins_applies_endpoint_changes_and_serves_the_node_p
 
 #[tokio::test]
 async fn kernel_path_client_ip_affinity_sticks() {
-    if !can_use_nft().await {
-        eprintln!("skipped: nft is not usable here (needs root and the nft tool)");
+    let Some(_turn) = kernel_turn().await else {
         return;
-    }
-    let _turn = KERNEL.lock().await;
+    };
     let dir = tempfile::tempdir().unwrap();
     let stop = CancellationToken::new();
     let (kubeconfig, client) = support::apiserver(dir.path(), stop.clone()).await;
@@ -942,11 +954,9 @@ async fn kernel_path_client_ip_affinity_sticks() {
 
 #[tokio::test]
 async fn kernel_path_rejects_without_endpoints() {
-    if !can_use_nft().await {
-        eprintln!("skipped: nft is not usable here (needs root and the nft tool)");
+    let Some(_turn) = kernel_turn().await else {
         return;
-    }
-    let _turn = KERNEL.lock().await;
+    };
     let dir = tempfile::tempdir().unwrap();
     let stop = CancellationToken::new();
     let (kubeconfig, client) = support::apiserver(dir.path(), stop.clone()).await;
@@ -1001,17 +1011,15 @@ async fn kernel_path_rejects_without_endpoints() {
 
 #[tokio::test]
 async fn kernel_path_ends_udp_flows_to_a_removed_endpoint() {
-    if !can_use_nft().await {
-        eprintln!("skipped: nft is not usable here (needs root and the nft tool)");
-        return;
-    }
     if output("conntrack", &["--version"]).await.is_none() {
         eprintln!(
             "skipped: no conntrack tool (conntrack-tools); without it UDP flows end when their conntrack entries expire"
         );
         return;
     }
-    let _turn = KERNEL.lock().await;
+    let Some(_turn) = kernel_turn().await else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let stop = CancellationToken::new();
     let (kubeconfig, client) = support::apiserver(dir.path(), stop.clone()).await;
@@ -1033,6 +1041,153 @@ async fn kernel_path_ends_udp_flows_to_a_removed_endpoint() {
     // "a" still answers whatever reaches it: only a deleted conntrack entry
     // moves this flow to "b".
     until_udp_answer_from(&s, "q", "b").await;
+    stop_and_check_cleanup(proxy).await;
+    stop.cancel();
+}
+
+/// A network namespace joined to this host by a veth pair: a second "host"
+/// at 198.18.255.2 (this host is 198.18.255.1 on the link). It routes only
+/// the Service range to this host, nothing else. Removed on drop.
+struct OtherHost {
+    ns: String,
+    server: Option<tokio::process::Child>,
+}
+
+impl OtherHost {
+    const HERE: Ipv4Addr = Ipv4Addr::new(198, 18, 255, 1);
+    const THERE: Ipv4Addr = Ipv4Addr::new(198, 18, 255, 2);
+
+    /// Creates it, or says why it cannot.
+    async fn create() -> Result<OtherHost, String> {
+        let id = std::process::id() % 100_000;
+        let ns = format!("km-proxy-test-{id}");
+        let (here, there) = (format!("kmpt{id}a"), format!("kmpt{id}b"));
+        let host = OtherHost { ns, server: None };
+        let ns = host.ns.as_str();
+        let steps: Vec<Vec<&str>> = vec![
+            vec!["netns", "add", ns],
+            vec![
+                "link", "add", &here, "type", "veth", "peer", "name", &there, "netns", ns,
+            ],
+            vec!["addr", "add", "198.18.255.1/30", "dev", &here],
+            vec!["link", "set", &here, "up"],
+            vec!["-n", ns, "addr", "add", "198.18.255.2/30", "dev", &there],
+            vec!["-n", ns, "link", "set", &there, "up"],
+            vec!["-n", ns, "link", "set", "lo", "up"],
+            vec![
+                "-n",
+                ns,
+                "route",
+                "add",
+                "10.96.0.0/16",
+                "via",
+                "198.18.255.1",
+            ],
+        ];
+        for step in steps {
+            if output("ip", &step).await.is_none() {
+                return Err(format!("`ip {}` failed", step.join(" ")));
+            }
+        }
+        Ok(host)
+    }
+
+    /// Serves TCP `port` there: each connection gets `name` and a newline.
+    async fn serve(&mut self, port: u16, name: &str) {
+        let child = tokio::process::Command::new("ip")
+            .args(["netns", "exec", &self.ns, "busybox", "nc", "-ll", "-p"])
+            .arg(port.to_string())
+            .args(["-e", "/bin/echo", name])
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        self.server = Some(child);
+        // Listening once this host gets an answer.
+        let to = SocketAddr::from((Self::THERE, port));
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        while ask(to).await.ok().flatten().as_deref() != Some(name) {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the other host's server never answered"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The first line a client there reads from `to`.
+    async fn ask(&self, to: SocketAddr) -> String {
+        let out = tokio::process::Command::new("ip")
+            .args(["netns", "exec", &self.ns, "timeout", "5", "busybox", "nc"])
+            .args([to.ip().to_string(), to.port().to_string()])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .await
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_string()
+    }
+}
+
+impl Drop for OtherHost {
+    fn drop(&mut self) {
+        if let Some(mut s) = self.server.take() {
+            let _ = s.start_kill();
+        }
+        // Deleting the namespace deletes the veth pair with it.
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &self.ns])
+            .status();
+    }
+}
+
+#[tokio::test]
+async fn kernel_path_reaches_endpoints_on_other_hosts_and_serves_routed_clients() {
+    if output("busybox", &["true"]).await.is_none() {
+        eprintln!("skipped: no busybox (its nc serves and asks from the other host)");
+        return;
+    }
+    let Some(_turn) = kernel_turn().await else {
+        return;
+    };
+    let mut other = match OtherHost::create().await {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("skipped: cannot make a network namespace for a second host: {e}");
+            return;
+        }
+    };
+    other.serve(8080, "remote").await;
+    let dir = tempfile::tempdir().unwrap();
+    let stop = CancellationToken::new();
+    let (kubeconfig, client) = support::apiserver(dir.path(), stop.clone()).await;
+    let remote = create_service(
+        &client,
+        json!({"metadata": {"name": "remote"}, "spec": {"ports": [{"name": "http", "port": 80}]}}),
+    )
+    .await;
+    let there = SocketAddr::from((OtherHost::THERE, 8080));
+    set_endpoints(&client, "remote", subsets("http", "TCP", &[there])).await;
+    let np = node_port();
+    let local = create_service(&client, node_port_service("local", np, json!({}))).await;
+    let a = tcp_backend("a", &stop).await;
+    set_endpoints(&client, "local", subsets("http", "TCP", &[a])).await;
+    let proxy = kernel_proxy(&kubeconfig).await;
+
+    // This host to an endpoint on the other: the other host has no route
+    // back to this host's main address, so this answers only because the
+    // connection is masqueraded to the link's address as it leaves.
+    let to = SocketAddr::from((cluster_ip(&remote), 80));
+    assert_eq!(ask(to).await.unwrap().as_deref(), Some("remote"));
+    // The other host as a client, routing the Service range through this
+    // one (nat prerouting), to this host's endpoint; and to this host's
+    // NodePort on the link's address.
+    let to = SocketAddr::from((cluster_ip(&local), 80));
+    assert_eq!(other.ask(to).await, "a", "ClusterIP from a routed client");
+    let to = SocketAddr::from((OtherHost::HERE, np));
+    assert_eq!(other.ask(to).await, "a", "NodePort from another host");
     stop_and_check_cleanup(proxy).await;
     stop.cancel();
 }
