@@ -27,6 +27,13 @@
 //!   retry at once). p50/p99 over 200 changes, each path its own Services.
 //!   Target p99 ≤ 100 ms.
 //!
+//! A connection to a ClusterIP is sized (MSS, initial receive window) for
+//! the route to the Service range, the default route here, even when it is
+//! DNATed to a backend on this host; hostIP:NodePort and the direct
+//! baseline are sized for loopback. So against this baseline the ClusterIP
+//! row measures lower bulk throughput than the NodePort row; with the
+//! backend on another host both would share the network's MTU.
+//!
 //! `cargo bench --bench proxy` runs the full sizes; under `cargo test` a
 //! small run checks the code paths.
 
