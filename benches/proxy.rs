@@ -1,21 +1,38 @@
 //! km proxy benchmarks, with `km proxy` as a separate process (the km
-//! binary built for this bench, `--proxy-mode=userspace`, NodePorts on
-//! 127.0.0.1) against an in-process km apiserver (plain HTTP on loopback).
-//! Backends are in-process TCP servers on this host's address, standing
-//! for pods at hostIP:hostPort; clients connect to the backend directly
-//! and through the proxy's NodePort, alternating rounds.
+//! binary built for this bench) against an in-process km apiserver (plain
+//! HTTP on loopback). Backends are in-process TCP servers on this host's
+//! address, standing for pods at hostIP:hostPort; clients connect to the
+//! backend directly and through the proxy, alternating rounds. Two paths,
+//! each with its own direct baseline:
 //!
+//! * kernel: `--proxy-mode=nftables`; clients connect to the Service's
+//!   ClusterIP:port and to hostIP:NodePort, which the kernel DNATs to the
+//!   backend (needs root and nft, and a route for the ClusterIPs: the
+//!   default route serves; skipped with a message without nft).
+//! * user space: `--proxy-mode=userspace`, NodePorts on 127.0.0.1; the
+//!   proxy forwards each connection itself.
+//!
+//! Measurements, per path:
 //! * latency: one connection per request (connect, 64-byte request, 64-byte
 //!   answer, close), sequential. Median and p99, direct and through the
-//!   proxy; overhead = difference of the medians. Target ≤ 100 µs.
+//!   path; overhead = difference of the medians. Target ≤ 100 µs.
 //! * throughput: one connection per 1 MB transfer (the backend writes 1 MiB
 //!   and closes; the client reads to the end), sequential. MB/s direct and
-//!   through the proxy. Target ≥ 80 % of direct.
+//!   through the path. Target ≥ 80 % of direct.
 //! * endpoints change: 1,000 NodePort Services with one endpoint each; an
 //!   Endpoints object is patched to a backend with another name, and the
 //!   time is measured from just before the write until a new connection
-//!   through that Service's NodePort is answered by the new backend
-//!   (clients retry at once). p50/p99 over 200 changes. Target p99 ≤ 100 ms.
+//!   through that Service (its ClusterIP on the kernel path, its NodePort
+//!   on 127.0.0.1 in user space) is answered by the new backend (clients
+//!   retry at once). p50/p99 over 200 changes, each path its own Services.
+//!   Target p99 ≤ 100 ms.
+//!
+//! A connection to a ClusterIP is sized (MSS, initial receive window) for
+//! the route to the Service range, the default route here, even when it is
+//! DNATed to a backend on this host; hostIP:NodePort and the direct
+//! baseline are sized for loopback. So against this baseline the ClusterIP
+//! row measures lower bulk throughput than the NodePort row; with the
+//! backend on another host both would share the network's MTU.
 //!
 //! `cargo bench --bench proxy` runs the full sizes; under `cargo test` a
 //! small run checks the code paths.
@@ -75,7 +92,7 @@ fn main() {
         }
     };
     println!(
-        "{}\nworkload: km proxy (separate process, userspace mode) + in-process km apiserver; backends on {}",
+        "{}\nworkload: km proxy (separate process) + in-process km apiserver; backends on {}",
         machine::describe(),
         km::hostaddr::primary_ipv4()
     );
@@ -97,26 +114,136 @@ fn main() {
             SocketAddr::new(host, serve(|c| say(c, b"x\n"), &stop).await),
             SocketAddr::new(host, serve(|c| say(c, b"y\n"), &stop).await),
         ];
-        let echo_np = service(&client, "echo", echo).await;
-        let bulk_np = service(&client, "bulk", bulk).await;
+        let echo_svc = service(&client, "echo", echo).await;
+        let bulk_svc = service(&client, "bulk", bulk).await;
         let mut changing = Vec::new();
         for i in 0..sizes.services {
             changing.push(service(&client, &format!("svc-{i}"), names[0]).await);
         }
-        let mut proxy = Proxy::start(&kubeconfig, dir.path());
-        let through = |np: u16| SocketAddr::from(([127, 0, 0, 1], np));
-        proxy.until(|| answered_by(through(echo_np), None)).await;
-        proxy
-            .until(|| answered_by(through(*changing.last().unwrap()), Some("x")))
-            .await;
+        let step = (changing.len() / sizes.changes).max(1);
+        let last = *changing.last().unwrap();
 
+        // The kernel path: ClusterIP and hostIP:NodePort, DNATed by nftables.
+        match kernel_path_usable(echo_svc.cluster_ip).await {
+            Err(why) => println!("kernel path (nftables) skipped: {why}"),
+            Ok(()) => {
+                let mut proxy = Proxy::start(&kubeconfig, dir.path(), "nftables");
+                let ready = |to| answered_by(to, Some("x"));
+                proxy.until(|| answered_by(echo_svc.cluster(), None)).await;
+                proxy.until(|| ready(last.cluster())).await;
+                let pid = proxy.child.id();
+                let paths = [
+                    ("kernel (nftables), ClusterIP", echo_svc.cluster()),
+                    (
+                        "kernel (nftables), hostIP:NodePort",
+                        SocketAddr::new(host, echo_svc.node_port),
+                    ),
+                ];
+                latency(&sizes, echo, &paths, pid).await;
+                let paths = [
+                    ("kernel (nftables), ClusterIP", bulk_svc.cluster()),
+                    (
+                        "kernel (nftables), hostIP:NodePort",
+                        SocketAddr::new(host, bulk_svc.node_port),
+                    ),
+                ];
+                throughput(&sizes, bulk, &paths, pid).await;
+                // Services of its own: every step-th, from the middle of a step.
+                let targets: Vec<(String, SocketAddr)> = (0..sizes.changes)
+                    .map(|k| (k * step + step / 2) % changing.len())
+                    .map(|i| (format!("svc-{i}"), changing[i].cluster()))
+                    .collect();
+                endpoint_changes(
+                    "kernel (nftables), ClusterIP",
+                    &client,
+                    changing.len(),
+                    &targets,
+                    names[1],
+                    &mut proxy,
+                )
+                .await;
+                proxy.stop();
+                assert!(
+                    kernel_table().await.is_none(),
+                    "km proxy left its nftables table behind"
+                );
+            }
+        }
+
+        // The user-space path: NodePorts on 127.0.0.1.
+        let mut proxy = Proxy::start(&kubeconfig, dir.path(), "userspace");
+        let through = |np: u16| SocketAddr::from(([127, 0, 0, 1], np));
+        proxy
+            .until(|| answered_by(through(echo_svc.node_port), None))
+            .await;
+        proxy
+            .until(|| answered_by(through(last.node_port), Some("x")))
+            .await;
         let pid = proxy.child.id();
-        latency(&sizes, echo, through(echo_np), pid).await;
-        throughput(&sizes, bulk, through(bulk_np), pid).await;
-        endpoint_changes(&sizes, &client, &changing, names, &mut proxy).await;
-        proxy.kill();
+        let label = "user space, 127.0.0.1:NodePort";
+        latency(&sizes, echo, &[(label, through(echo_svc.node_port))], pid).await;
+        throughput(&sizes, bulk, &[(label, through(bulk_svc.node_port))], pid).await;
+        let targets: Vec<(String, SocketAddr)> = (0..sizes.changes)
+            .map(|k| (k * step) % changing.len())
+            .map(|i| (format!("svc-{i}"), through(changing[i].node_port)))
+            .collect();
+        endpoint_changes(
+            label,
+            &client,
+            changing.len(),
+            &targets,
+            names[1],
+            &mut proxy,
+        )
+        .await;
+        proxy.stop();
         stop.cancel();
     });
+}
+
+/// Why the kernel path cannot be measured here, if it cannot. Panics when
+/// nft works but the ClusterIP is not routable: that is a broken setup.
+async fn kernel_path_usable(cluster_ip: std::net::Ipv4Addr) -> Result<(), String> {
+    let nft = tokio::process::Command::new("nft")
+        .args(["list", "tables"])
+        .output()
+        .await;
+    match nft {
+        Ok(o) if o.status.success() => {}
+        Ok(o) => {
+            return Err(format!(
+                "nft does not work here (needs root): {}",
+                String::from_utf8_lossy(&o.stderr).trim()
+            ));
+        }
+        Err(e) => return Err(format!("no nft tool: {e}")),
+    }
+    if kernel_table().await.is_some() {
+        panic!(
+            "an nftables table ip km-proxy exists: another km proxy runs on this host in nftables mode; stop it (or delete the table) before this benchmark"
+        );
+    }
+    // connect() on a UDP socket looks the route up and sends nothing; the
+    // kernel path DNATs only packets that found a route first.
+    let probe = std::net::UdpSocket::bind("0.0.0.0:0").and_then(|s| s.connect((cluster_ip, 80)));
+    if let Err(e) = probe {
+        panic!(
+            "ClusterIP {cluster_ip} is not routable here ({e}): the kernel path needs a route for the Service range 10.96.0.0/16 (a default route serves); add one, e.g. `ip route add default via <gateway>`"
+        );
+    }
+    Ok(())
+}
+
+/// km's nftables table, if there is one.
+async fn kernel_table() -> Option<String> {
+    let out = tokio::process::Command::new("nft")
+        .args(["list", "table", "ip", "km-proxy"])
+        .output()
+        .await
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// An in-process km apiserver: its kubeconfig and a client.
@@ -143,14 +270,38 @@ async fn apiserver(dir: &Path, stop: CancellationToken) -> (PathBuf, kube::Clien
     (kubeconfig, client)
 }
 
-/// A NodePort Service `name` with one endpoint; returns its NodePort.
-async fn service(client: &kube::Client, name: &str, backend: SocketAddr) -> u16 {
+/// Where a Service is reached.
+#[derive(Clone, Copy)]
+struct Svc {
+    cluster_ip: std::net::Ipv4Addr,
+    node_port: u16,
+}
+
+impl Svc {
+    /// ClusterIP:80.
+    fn cluster(&self) -> SocketAddr {
+        SocketAddr::from((self.cluster_ip, 80))
+    }
+}
+
+/// A NodePort Service `name` (port 80) with one endpoint.
+async fn service(client: &kube::Client, name: &str, backend: SocketAddr) -> Svc {
     let services: Api<Service> = Api::namespaced(client.clone(), "default");
     let svc: Service = serde_json::from_value(json!({"metadata": {"name": name},
         "spec": {"type": "NodePort", "ports": [{"name": "tcp", "port": 80}]}}))
     .unwrap();
-    let svc = services.create(&PostParams::default(), &svc).await.unwrap();
-    let np = svc.spec.unwrap().ports.unwrap()[0].node_port.unwrap() as u16;
+    let spec = services
+        .create(&PostParams::default(), &svc)
+        .await
+        .unwrap()
+        .spec
+        .unwrap();
+    let node_port = spec.ports.unwrap()[0].node_port.unwrap() as u16;
+    let cluster_ip = spec
+        .cluster_ip
+        .expect("the apiserver allocates ClusterIPs")
+        .parse()
+        .unwrap();
     let endpoints: Api<Endpoints> = Api::namespaced(client.clone(), "default");
     let eps: Endpoints = serde_json::from_value(json!({"metadata": {"name": name},
         "subsets": subsets(backend)}))
@@ -159,7 +310,10 @@ async fn service(client: &kube::Client, name: &str, backend: SocketAddr) -> u16 
         .create(&PostParams::default(), &eps)
         .await
         .unwrap();
-    np
+    Svc {
+        cluster_ip,
+        node_port,
+    }
 }
 
 fn subsets(backend: SocketAddr) -> serde_json::Value {
@@ -173,16 +327,18 @@ struct Proxy {
 }
 
 impl Proxy {
-    fn start(kubeconfig: &Path, dir: &Path) -> Proxy {
-        let log = dir.join("proxy.log");
-        let child = Command::new(env!("CARGO_BIN_EXE_km"))
-            .args(["proxy", "--kubeconfig"])
+    /// `km proxy --proxy-mode mode`; in userspace mode NodePorts on 127.0.0.1 only.
+    fn start(kubeconfig: &Path, dir: &Path, mode: &str) -> Proxy {
+        let log = dir.join(format!("proxy-{mode}.log"));
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_km"));
+        cmd.args(["proxy", "--kubeconfig"])
             .arg(kubeconfig)
+            .args(["--proxy-mode", mode]);
+        if mode == "userspace" {
+            cmd.args(["--nodeport-addresses", "127.0.0.1/32"]);
+        }
+        let child = cmd
             .args([
-                "--proxy-mode",
-                "userspace",
-                "--nodeport-addresses",
-                "127.0.0.1/32",
                 "--healthz-bind-address",
                 "127.0.0.1:0",
                 "--metrics-bind-address",
@@ -211,7 +367,18 @@ impl Proxy {
         }
     }
 
-    fn kill(&mut self) {
+    /// SIGTERM (so it removes its kernel rules), then SIGKILL after 10 s.
+    fn stop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if self.child.try_wait().ok().flatten().is_some() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -351,48 +518,58 @@ impl Cpu {
     }
 }
 
-async fn latency(sizes: &Sizes, direct: SocketAddr, proxied: SocketAddr, proxy: u32) {
-    let (mut d, mut p) = (Vec::new(), Vec::new());
-    // Warm up both paths.
+/// Latency through each of `paths` against `direct`, rounds interleaved.
+async fn latency(sizes: &Sizes, direct: SocketAddr, paths: &[(&str, SocketAddr)], proxy: u32) {
+    // Warm up every path.
     for _ in 0..50 {
         one_request(direct).await;
-        one_request(proxied).await;
+        for (_, to) in paths {
+            one_request(*to).await;
+        }
     }
     let per_round = sizes.requests / sizes.rounds;
-    let (mut cpu_direct, mut cpu_proxied) = (Duration::ZERO, (Duration::ZERO, Duration::ZERO));
+    let mut d = Vec::new();
+    let mut p: Vec<Vec<Duration>> = vec![Vec::new(); paths.len()];
+    let mut cpu_direct = Duration::ZERO;
+    let mut cpu_paths = vec![(Duration::ZERO, Duration::ZERO); paths.len()];
     for _ in 0..sizes.rounds {
         let cpu = Cpu::start(proxy);
         for _ in 0..per_round {
             d.push(one_request(direct).await);
         }
         cpu_direct += cpu.per(per_round).0;
-        let cpu = Cpu::start(proxy);
-        for _ in 0..per_round {
-            p.push(one_request(proxied).await);
+        for (i, (_, to)) in paths.iter().enumerate() {
+            let cpu = Cpu::start(proxy);
+            for _ in 0..per_round {
+                p[i].push(one_request(*to).await);
+            }
+            let (own, px) = cpu.per(per_round);
+            cpu_paths[i] = (cpu_paths[i].0 + own, cpu_paths[i].1 + px);
         }
-        let (own, px) = cpu.per(per_round);
-        cpu_proxied = (cpu_proxied.0 + own, cpu_proxied.1 + px);
     }
     let rounds = sizes.rounds as u32;
     d.sort();
-    p.sort();
-    let overhead = pct(&p, 0.5).saturating_sub(pct(&d, 0.5));
-    println!(
-        "latency ({} requests each, new connection per {REQUEST}-byte request): direct p50 {} p99 {}; through km proxy p50 {} p99 {}; overhead p50 {} (target <= 100 µs) {}",
-        d.len(),
-        us(pct(&d, 0.5)),
-        us(pct(&d, 0.99)),
-        us(pct(&p, 0.5)),
-        us(pct(&p, 0.99)),
-        us(overhead),
-        verdict(overhead <= Duration::from_micros(100)),
-    );
-    println!(
-        "  CPU per request: direct {} (client and backend); through the proxy {} (client and backend) + {} (km proxy)",
-        us(cpu_direct / rounds),
-        us(cpu_proxied.0 / rounds),
-        us(cpu_proxied.1 / rounds),
-    );
+    for (i, (label, _)) in paths.iter().enumerate() {
+        let p = &mut p[i];
+        p.sort();
+        let overhead = pct(p, 0.5).saturating_sub(pct(&d, 0.5));
+        println!(
+            "latency [{label}] ({} requests each, new connection per {REQUEST}-byte request): direct p50 {} p99 {}; through km proxy p50 {} p99 {}; overhead p50 {} (target <= 100 µs) {}",
+            d.len(),
+            us(pct(&d, 0.5)),
+            us(pct(&d, 0.99)),
+            us(pct(p, 0.5)),
+            us(pct(p, 0.99)),
+            us(overhead),
+            verdict(overhead <= Duration::from_micros(100)),
+        );
+        println!(
+            "  CPU per request: direct {} (client and backend); through km proxy {} (client and backend) + {} (km proxy process)",
+            us(cpu_direct / rounds),
+            us(cpu_paths[i].0 / rounds),
+            us(cpu_paths[i].1 / rounds),
+        );
+    }
 }
 
 async fn transfer(to: SocketAddr) -> Duration {
@@ -411,76 +588,84 @@ async fn transfer(to: SocketAddr) -> Duration {
     t.elapsed()
 }
 
-async fn throughput(sizes: &Sizes, direct: SocketAddr, proxied: SocketAddr, proxy: u32) {
+/// Throughput through each of `paths` against `direct`, rounds interleaved.
+async fn throughput(sizes: &Sizes, direct: SocketAddr, paths: &[(&str, SocketAddr)], proxy: u32) {
     for _ in 0..5 {
         transfer(direct).await;
-        transfer(proxied).await;
+        for (_, to) in paths {
+            transfer(*to).await;
+        }
     }
-    let (mut d, mut p) = (Duration::ZERO, Duration::ZERO);
     let per_round = sizes.transfers / sizes.rounds;
-    let (mut cpu_direct, mut cpu_proxy) = (Duration::ZERO, Duration::ZERO);
+    let mut d = Duration::ZERO;
+    let mut p = vec![Duration::ZERO; paths.len()];
+    let mut cpu_direct = Duration::ZERO;
+    let mut cpu_proxy = vec![Duration::ZERO; paths.len()];
     for _ in 0..sizes.rounds {
         let cpu = Cpu::start(proxy);
         for _ in 0..per_round {
             d += transfer(direct).await;
         }
         cpu_direct += cpu.per(per_round).0;
-        let cpu = Cpu::start(proxy);
-        for _ in 0..per_round {
-            p += transfer(proxied).await;
+        for (i, (_, to)) in paths.iter().enumerate() {
+            let cpu = Cpu::start(proxy);
+            for _ in 0..per_round {
+                p[i] += transfer(*to).await;
+            }
+            cpu_proxy[i] += cpu.per(per_round).1;
         }
-        cpu_proxy += cpu.per(per_round).1;
     }
     let rounds = sizes.rounds as u32;
     let n = (per_round * sizes.rounds) as f64;
     let mbps = |t: Duration| n * TRANSFER as f64 / 1e6 / t.as_secs_f64();
-    let ratio = mbps(p) / mbps(d);
-    println!(
-        "throughput ({} transfers of 1 MiB each, new connection per transfer): direct {:.0} MB/s; through km proxy {:.0} MB/s = {:.0} % of direct (target >= 80 %) {}",
-        n,
-        mbps(d),
-        mbps(p),
-        ratio * 100.0,
-        verdict(ratio >= 0.8),
-    );
-    println!(
-        "  CPU per 1 MiB transfer: direct {} (client and backend); km proxy {}",
-        us(cpu_direct / rounds),
-        us(cpu_proxy / rounds),
-    );
+    for (i, (label, _)) in paths.iter().enumerate() {
+        let ratio = mbps(p[i]) / mbps(d);
+        println!(
+            "throughput [{label}] ({} transfers of 1 MiB each, new connection per transfer): direct {:.0} MB/s; through km proxy {:.0} MB/s = {:.0} % of direct (target >= 80 %) {}",
+            n,
+            mbps(d),
+            mbps(p[i]),
+            ratio * 100.0,
+            verdict(ratio >= 0.8),
+        );
+        println!(
+            "  CPU per 1 MiB transfer: direct {} (client and backend); km proxy process {}",
+            us(cpu_direct / rounds),
+            us(cpu_proxy[i] / rounds),
+        );
+    }
 }
 
+/// Moves each of `targets` (Service name, where it is reached) to backend
+/// `to` ("y"); times each change from the write until the Service answers
+/// with "y".
 async fn endpoint_changes(
-    sizes: &Sizes,
+    label: &str,
     client: &kube::Client,
-    node_ports: &[u16],
-    names: [SocketAddr; 2],
+    services: usize,
+    targets: &[(String, SocketAddr)],
+    to: SocketAddr,
     proxy: &mut Proxy,
 ) {
     let endpoints: Api<Endpoints> = Api::namespaced(client.clone(), "default");
-    let mut times = Vec::with_capacity(sizes.changes);
-    let step = (node_ports.len() / sizes.changes).max(1);
-    for k in 0..sizes.changes {
-        let i = (k * step) % node_ports.len();
-        let to = SocketAddr::from(([127, 0, 0, 1], node_ports[i]));
-        // Each Service starts on "x" and moves to "y" once.
+    let mut times = Vec::with_capacity(targets.len());
+    for (name, at) in targets {
         let started = Instant::now();
         endpoints
             .patch(
-                &format!("svc-{i}"),
+                name,
                 &PatchParams::default(),
-                &Patch::Merge(json!({"subsets": subsets(names[1])})),
+                &Patch::Merge(json!({"subsets": subsets(to)})),
             )
             .await
             .unwrap();
-        proxy.until(|| answered_by(to, Some("y"))).await;
+        proxy.until(|| answered_by(*at, Some("y"))).await;
         times.push(started.elapsed());
     }
     times.sort();
     let p99 = pct(&times, 0.99);
     println!(
-        "endpoints change with {} Services ({} changes): written to the API -> routed by km proxy p50 {} p99 {} max {} (target p99 <= 100 ms) {}",
-        node_ports.len(),
+        "endpoints change [{label}] with {services} Services ({} changes): written to the API -> routed p50 {} p99 {} max {} (target p99 <= 100 ms) {}",
         times.len(),
         ms(pct(&times, 0.5)),
         ms(p99),

@@ -1,6 +1,7 @@
 //! The running side of the proxy: one [`ServicePort`] per served service
-//! port, its listeners (NodePort, and the ClusterIP redirect target), and
-//! the redirect rules derived from them.
+//! port, its listeners (NodePort, and in iptables mode the ClusterIP
+//! redirect target), the redirect rules derived from them, and in nftables
+//! mode what the kernel data path should serve.
 //!
 //! [`Dataplane::set_service`] takes the [`PortSpec`]s computed for one
 //! Service and makes the listeners and balancers match: endpoint changes
@@ -8,6 +9,8 @@
 //! NodePort rebinds; a removed port stops listening and its connections
 //! wind down as if all its endpoints were removed. A listener that cannot
 //! be bound (port in use) is logged and retried by [`Dataplane::retry`].
+//! With a [`Kernel`], every port's ClusterIP and NodePort with its IPv4
+//! endpoints is handed to it as well; the kernel DNATs that traffic itself.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
@@ -20,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::balancer::{Balancer, Pick};
+use super::kernel::{Kernel, Wanted};
 use super::metrics::{Metrics, PortMetrics};
 use super::redirect::Rule;
 use super::table::{Frontend, PortKey, PortSpec, Protocol, ServiceKey};
@@ -28,9 +32,11 @@ use super::{tcp, udp};
 /// How the dataplane listens.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Where ClusterIP traffic is redirected to, when it is (`Some`): the
-    /// address the per-port redirect listeners bind.
+    /// Where ClusterIP traffic is redirected to, when it is (`Some`,
+    /// iptables mode): the address the per-port redirect listeners bind.
     pub redirect_to: Option<Ipv4Addr>,
+    /// The kernel data path (nftables mode), told about every port.
+    pub kernel: Option<Kernel>,
     /// Addresses NodePorts are served on; `None` for every address.
     pub nodeport_addresses: Option<Vec<IpAddr>>,
     /// How long connections to a removed endpoint may drain.
@@ -157,6 +163,16 @@ impl Dataplane {
         self.publish_rules();
     }
 
+    /// Waits until the kernel data path, if there is one, has programmed
+    /// every port handed to it so far (at most `patience`); returns whether
+    /// it has.
+    pub async fn kernel_programmed(&self, patience: Duration) -> bool {
+        match &self.cfg.kernel {
+            Some(k) => k.programmed(patience).await,
+            None => true,
+        }
+    }
+
     /// Whether some listener could not be bound.
     pub fn has_failures(&self) -> bool {
         self.ports.values().any(|r| {
@@ -209,6 +225,7 @@ impl Dataplane {
             self.start_port(spec);
             return;
         };
+        self.tell_kernel(&spec, &r.port.metrics);
         let removed = r.port.balancer().update(&spec.endpoints, spec.affinity);
         if removed > 0 {
             tracing::debug!(port = %spec.key, removed, "endpoints removed; their connections wind down");
@@ -246,6 +263,7 @@ impl Dataplane {
             drain_timeout: self.cfg.drain_timeout,
             udp_timeout: self.cfg.udp_timeout,
         });
+        self.tell_kernel(&spec, &port.metrics);
         let node_port = match spec.frontend.node_port {
             Some(p) => self.bind_node_port(&port, p),
             None => Listeners::None,
@@ -275,12 +293,26 @@ impl Dataplane {
         };
         r.node_port.stop();
         r.portal.stop();
+        if let Some(k) = &self.cfg.kernel {
+            k.set(key, None);
+        }
         let affinity = super::table::Affinity::None;
         r.port.balancer().update(&[], affinity);
         self.metrics.forget(key);
         self.metrics.service_ports.dec();
         self.rules_dirty |= !matches!(r.portal, Listeners::None);
         tracing::debug!(port = %key, "service port no longer served");
+    }
+
+    /// Hands the kernel what it should serve of `spec`, if there is a kernel.
+    fn tell_kernel(&self, spec: &PortSpec, metrics: &PortMetrics) {
+        if let Some(k) = &self.cfg.kernel {
+            let wanted = kernel_port(spec).map(|port| Wanted {
+                port,
+                metrics: metrics.clone(),
+            });
+            k.set(&spec.key, wanted);
+        }
     }
 
     fn wants_portal(&self, f: &Frontend) -> bool {
@@ -401,6 +433,33 @@ impl Dataplane {
     }
 }
 
+/// What the kernel serves of `spec`: its IPv4 ClusterIP and its NodePort,
+/// to its IPv4 endpoints; `None` when it has neither frontend.
+pub fn kernel_port(spec: &PortSpec) -> Option<super::nft::Port> {
+    let cluster_ip = match spec.frontend.cluster_ip {
+        Some(IpAddr::V4(ip)) => Some((ip, spec.frontend.port)),
+        _ => None,
+    };
+    if cluster_ip.is_none() && spec.frontend.node_port.is_none() {
+        return None;
+    }
+    let endpoints = spec
+        .endpoints
+        .iter()
+        .filter_map(|e| match e {
+            SocketAddr::V4(a) => Some(*a),
+            SocketAddr::V6(_) => None,
+        })
+        .collect();
+    Some(super::nft::Port {
+        protocol: spec.key.protocol,
+        cluster_ip,
+        node_port: spec.frontend.node_port,
+        affinity: spec.affinity,
+        endpoints,
+    })
+}
+
 /// A TCP listener on `addr` (SO_REUSEADDR, so a restart finds its ports free).
 pub fn bind_tcp(addr: SocketAddr) -> std::io::Result<TcpListener> {
     let s = if addr.is_ipv4() {
@@ -454,6 +513,7 @@ mod tests {
         Dataplane::new(
             Config {
                 redirect_to: redirect.then_some(Ipv4Addr::LOCALHOST),
+                kernel: None,
                 nodeport_addresses: Some(vec![IpAddr::V4(Ipv4Addr::LOCALHOST)]),
                 drain_timeout: Duration::from_secs(1),
                 udp_timeout: Duration::from_secs(1),
@@ -493,6 +553,25 @@ mod tests {
         dp.set_service(&key, vec![]);
         assert!(rules.borrow().is_empty());
         assert!(dp.ports.is_empty());
+    }
+
+    #[test]
+    fn the_kernel_serves_ipv4_cluster_ips_and_node_ports() {
+        let eps: Vec<SocketAddr> = vec![
+            "192.0.2.2:31000".parse().unwrap(),
+            "[2001:db8::1]:31000".parse().unwrap(),
+        ];
+        let p = kernel_port(&spec("a", Some(30080), Some("10.0.0.2"), &eps)).unwrap();
+        assert_eq!(p.cluster_ip, Some((Ipv4Addr::new(10, 0, 0, 2), 80)));
+        assert_eq!(p.node_port, Some(30080));
+        assert_eq!(
+            p.endpoints,
+            vec!["192.0.2.2:31000".parse().unwrap()],
+            "IPv4 only"
+        );
+        let v6 = kernel_port(&spec("b", Some(30081), Some("2001:db8::7"), &eps)).unwrap();
+        assert_eq!(v6.cluster_ip, None);
+        assert!(kernel_port(&spec("c", None, Some("2001:db8::7"), &eps)).is_none());
     }
 
     #[tokio::test]

@@ -2,7 +2,13 @@
 //! for the proxy, how long programming a change takes.
 //!
 //! For UDP a "connection" is a client session (one client address talking
-//! to one endpoint until it is idle for `--udp-timeout`).
+//! to one endpoint until it is idle for `--udp-timeout`) on the user-space
+//! path, and a conntrack flow on the kernel path.
+//!
+//! In nftables mode connections and `no_endpoint` errors also count what
+//! the kernel DNATed or rejected: its counters are read on each scrape
+//! ([`super::kernel::Kernel::read_counters`]). Bytes and open connections
+//! are counted only for traffic through the user-space path.
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
 use prometheus_client::metrics::counter::Counter;
@@ -74,7 +80,7 @@ pub struct Metrics {
     pub service_ports: Gauge,
     /// Seconds to apply one watched change to the listeners and balancers.
     pub sync_seconds: Histogram,
-    /// Failed attempts to program the ClusterIP redirect rules.
+    /// Failed attempts to program the kernel's rules (nftables data path or iptables redirect).
     pub redirect_failures: Counter,
 }
 
@@ -147,7 +153,7 @@ impl Default for Metrics {
         );
         registry.register(
             "redirect_failures",
-            "Failed attempts to program the ClusterIP redirect rules",
+            "Failed attempts to program the kernel's rules (nftables data path or iptables redirect)",
             m.redirect_failures.clone(),
         );
         Metrics { registry, ..m }

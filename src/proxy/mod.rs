@@ -4,39 +4,50 @@
 //! `km controller-manager`) are hostIP:hostPort pairs. The proxy watches
 //! Services and Endpoints and forwards each service port's TCP and UDP
 //! traffic to its ready endpoints, round-robin or sticky per client IP
-//! (`sessionAffinity: ClientIP`). It is a user-space proxy: connections
-//! end in the proxy, which opens its own to the endpoint.
+//! (`sessionAffinity: ClientIP`), on two paths:
 //!
-//! Where traffic comes in:
-//! * NodePorts (NodePort and LoadBalancer Services): the proxy listens on
-//!   the NodePort on every address of the node, or on those inside
-//!   `--nodeport-addresses`.
-//! * ClusterIP:port: only with the privilege to program kernel NAT (root,
-//!   and `nft` or `iptables`): each service port gets a listener on the
-//!   node's address and a DNAT rule sends ClusterIP:port there
-//!   ([`redirect`]). The rules are replaced at start (a crashed proxy's
-//!   leftovers included) and removed on exit. Without the privilege, or
-//!   with `--proxy-mode=userspace`, ClusterIPs are not served (one warning
-//!   at start says so) and Services are reached on their NodePorts;
-//!   userspace mode leaves the kernel's rules alone.
+//! * The kernel data path (`--proxy-mode=nftables`, and `auto` where `nft`
+//!   works; root): the kernel DNATs `ClusterIP:port` and `nodeIP:NodePort`
+//!   straight to an endpoint, so those packets never pass through the
+//!   proxy ([`kernel`], ruleset in [`nft`]). Rules are updated per changed
+//!   service port, replaced at start (a crashed proxy's leftovers
+//!   included) and removed on exit. NodePorts on 127.0.0.0/8 are not
+//!   DNATed (that would need `route_localnet`): the user-space path serves
+//!   them.
+//! * The user-space path: connections end in the proxy, which opens its
+//!   own to the endpoint ([`tcp`], [`udp`]). It serves the NodePorts on
+//!   every address of the node (or those inside `--nodeport-addresses`) in
+//!   every mode; in nftables mode the kernel takes the non-loopback ones
+//!   first. In iptables mode it also serves ClusterIPs: each service port
+//!   gets a listener on the node's address and an iptables DNAT rule sends
+//!   `ClusterIP:port` there ([`redirect`]). In userspace mode (the fallback
+//!   without the privilege) ClusterIPs are not served (one warning at start
+//!   says so) and the kernel's rules are left alone.
 //!
 //! Endpoint changes apply as their watch event arrives ([`sync`]). When an
-//! endpoint goes, new connections avoid it at once and its open connections
-//! wind down ([`tcp`]: FIN to the endpoint, its answer forwarded, closed
-//! after `--connection-drain-timeout`); UDP sessions to it end.
+//! endpoint goes, new connections avoid it at once. On the user-space path
+//! its open connections wind down ([`tcp`]: FIN to the endpoint, its
+//! answer forwarded, closed after `--connection-drain-timeout`) and UDP
+//! sessions to it end; on the kernel path conntrack keeps open TCP
+//! connections going until they close, and UDP flows are ended with the
+//! `conntrack` tool when it is installed.
 //!
 //! `/healthz` (200 once the first lists of Services and Endpoints are
-//! applied) is served on `--healthz-bind-address`, and `/metrics`
-//! ([`metrics`]) with `/healthz` on `--metrics-bind-address`. IPv4 only.
+//! applied, in nftables mode programmed too) is served on
+//! `--healthz-bind-address`, and `/metrics` ([`metrics`]) with `/healthz`
+//! on `--metrics-bind-address`. IPv4 only.
 
 pub mod balancer;
 pub mod dataplane;
+pub mod kernel;
 pub mod metrics;
+pub mod nft;
 pub mod nodeaddr;
 pub mod redirect;
 pub mod sync;
 pub mod table;
 pub mod tcp;
+pub mod tool;
 pub mod udp;
 
 use std::collections::BTreeSet;
@@ -52,19 +63,31 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use self::redirect::Backend;
+use self::kernel::Kernel;
 
-/// How ClusterIP traffic reaches the proxy (`--proxy-mode`).
+/// How Service traffic reaches its endpoints (`--proxy-mode`).
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProxyMode {
     /// nftables if it works, else iptables, else userspace with a warning.
     Auto,
-    /// DNAT rules in nftables table `ip km-proxy`; fails without the privilege.
+    /// The kernel DNATs ClusterIPs and NodePorts to the endpoints (nftables
+    /// table `ip km-proxy`); fails without the privilege.
     Nftables,
-    /// DNAT rules in iptables chain nat/KM-SERVICES; fails without the privilege.
+    /// ClusterIPs DNATed to the proxy's listeners (iptables chain
+    /// nat/KM-SERVICES); fails without the privilege.
     Iptables,
     /// No kernel rules: NodePorts only, ClusterIPs not served.
     Userspace,
+}
+
+/// Which path serves ClusterIPs, as chosen at start.
+enum Path {
+    /// nftables DNAT to the endpoints.
+    Kernel(Kernel),
+    /// iptables DNAT to the proxy's listeners.
+    Redirect,
+    /// None, for this reason.
+    None(String),
 }
 
 /// Flags of `km proxy` (upstream kube-proxy names where they exist).
@@ -73,10 +96,10 @@ pub struct Args {
     /// kubeconfig of the Kubernetes API [default: $KUBECONFIG, ~/.kube/config, or in-cluster].
     #[arg(long, env = "KM_KUBECONFIG", value_name = "FILE")]
     pub kubeconfig: Option<PathBuf>,
-    /// This node's name, instead of the hostname; its Node's InternalIP is where ClusterIP traffic is redirected (unless --bind-address is set).
+    /// This node's name, instead of the hostname; in iptables mode its Node's InternalIP is where ClusterIP traffic is redirected (unless --bind-address is set).
     #[arg(long, env = "KM_HOSTNAME_OVERRIDE", value_name = "NAME")]
     pub hostname_override: Option<String>,
-    /// Address of the listeners ClusterIP traffic is redirected to; 0.0.0.0 means this node's address (its Node's InternalIP, else the source address of the default route).
+    /// In iptables mode, the address of the listeners ClusterIP traffic is redirected to; 0.0.0.0 means this node's address (its Node's InternalIP, else the source address of the default route).
     #[arg(
         long,
         env = "KM_PROXY_BIND_ADDRESS",
@@ -84,7 +107,7 @@ pub struct Args {
         value_name = "IP"
     )]
     pub bind_address: IpAddr,
-    /// How ClusterIP traffic is redirected to the proxy: auto (nftables, else iptables, else none), nftables, iptables, or userspace (none: ClusterIPs are not served, NodePorts are).
+    /// How Service traffic reaches the endpoints: auto (nftables, else iptables, else userspace), nftables (the kernel DNATs ClusterIPs and NodePorts straight to the endpoints; 127.0.0.1 NodePorts stay in user space), iptables (ClusterIPs DNATed to the proxy, which forwards), or userspace (NodePorts only, ClusterIPs not served).
     #[arg(
         long,
         env = "KM_PROXY_MODE",
@@ -176,56 +199,76 @@ pub async fn run(args: Args, stop: CancellationToken) -> anyhow::Result<()> {
         .hostname_override
         .clone()
         .unwrap_or_else(system_hostname);
-    let redirect_ip = if bind.is_unspecified() {
-        node_ip(&client, &hostname, &local).await
-    } else {
-        bind
+    let kernel_nodeports = match &nodeport_addresses {
+        None => nft::NodePortAddresses::Local,
+        Some(list) => nft::NodePortAddresses::Only(
+            list.iter()
+                .filter_map(|ip| match ip {
+                    IpAddr::V4(v4) => Some(*v4),
+                    IpAddr::V6(_) => None,
+                })
+                .collect(),
+        ),
     };
-    let backend = match choose_backend(args.proxy_mode).await? {
-        Ok(b) => {
-            tracing::info!(backend = b.name(), to = %redirect_ip, "serving ClusterIPs: DNAT to the proxy's listeners");
-            if redirect_ip.is_loopback() {
+    let path = choose_path(args.proxy_mode, kernel_nodeports).await?;
+    let mut redirect_to = None;
+    match &path {
+        Path::Kernel(_) => tracing::info!(
+            table = nft::TABLE,
+            "serving ClusterIPs and NodePorts in the kernel: nftables DNAT straight to the endpoints (NodePorts on 127.0.0.0/8 in user space)"
+        ),
+        Path::Redirect => {
+            let to = if bind.is_unspecified() {
+                node_ip(&client, &hostname, &local).await
+            } else {
+                bind
+            };
+            tracing::info!(backend = "iptables", %to, "serving ClusterIPs: DNAT to the proxy's listeners");
+            if to.is_loopback() {
                 tracing::warn!(
-                    "ClusterIP traffic is redirected to {redirect_ip}: other hosts routing through this node need net.ipv4.conf.all.route_localnet=1; give --bind-address a routable address of this node"
+                    "ClusterIP traffic is redirected to {to}: other hosts routing through this node need net.ipv4.conf.all.route_localnet=1; give --bind-address a routable address of this node"
                 );
             }
-            Some(b)
+            redirect_to = Some(to);
         }
-        Err(why) => {
-            tracing::warn!(
-                "ClusterIPs are not served ({why}): Services are reachable on their NodePorts only. \
-                 To serve ClusterIPs, run km proxy as root on a host with nft or iptables, with --proxy-mode=auto, nftables or iptables"
-            );
-            None
-        }
+        Path::None(why) => tracing::warn!(
+            "ClusterIPs are not served ({why}): Services are reachable on their NodePorts only. \
+             To serve ClusterIPs, run km proxy as root on a host with nft or iptables, with --proxy-mode=auto, nftables or iptables"
+        ),
+    }
+    let kernel = match &path {
+        Path::Kernel(k) => Some(k.clone()),
+        _ => None,
     };
 
     let metrics = Arc::new(metrics::Metrics::default());
     let (ready_tx, ready) = watch::channel(false);
-    serve_http(&args, metrics.clone(), ready, stop.clone()).await?;
+    serve_http(&args, metrics.clone(), kernel.clone(), ready, stop.clone()).await?;
 
     let shutdown = stop.child_token();
     let tasks = TaskTracker::new();
     let cfg = dataplane::Config {
-        redirect_to: backend.map(|_| redirect_ip),
+        redirect_to,
+        kernel: kernel.clone(),
         nodeport_addresses,
         drain_timeout: args.connection_drain_timeout,
         udp_timeout: args.udp_timeout,
     };
     let mut dp = dataplane::Dataplane::new(cfg, metrics.clone(), shutdown.clone(), tasks.clone());
-    let redirector = backend.map(|b| {
-        tokio::spawn(redirect::keep(
-            b,
+    let rules = match path {
+        Path::Kernel(k) => Some(tokio::spawn(k.run(metrics.clone(), shutdown.clone()))),
+        Path::Redirect => Some(tokio::spawn(redirect::keep(
             dp.rules(),
             metrics.clone(),
             shutdown.clone(),
-        ))
-    });
+        ))),
+        Path::None(_) => None,
+    };
     tracing::info!(node = %hostname, mode = ?args.proxy_mode, "km proxy watching Services and Endpoints");
     sync::run(client, &mut dp, &metrics, ready_tx, shutdown.clone()).await;
     shutdown.cancel();
     dp.clear();
-    if let Some(r) = redirector {
+    if let Some(r) = rules {
         let _ = r.await;
     }
     tasks.close();
@@ -276,37 +319,38 @@ async fn node_ip(client: &kube::Client, node: &str, local: &BTreeSet<Ipv4Addr>) 
     }
 }
 
-/// The redirect backend for `mode`, or why there is none. An explicitly
-/// requested backend that does not work is an error.
-async fn choose_backend(mode: ProxyMode) -> anyhow::Result<Result<Backend, String>> {
+/// The path that serves ClusterIPs in `mode`, or why there is none; the
+/// other mode's leftover rules are removed. An explicitly requested mode
+/// that does not work is an error.
+async fn choose_path(mode: ProxyMode, nodeports: nft::NodePortAddresses) -> anyhow::Result<Path> {
     let fix = "run km proxy as root with that tool installed, or use --proxy-mode=userspace";
     match mode {
-        ProxyMode::Userspace => Ok(Err("--proxy-mode=userspace".into())),
+        ProxyMode::Userspace => Ok(Path::None("--proxy-mode=userspace".into())),
         ProxyMode::Nftables => {
-            Backend::Nftables.install(&[]).await.with_context(|| {
+            let k = Kernel::start(nodeports).await.with_context(|| {
                 format!("--proxy-mode=nftables: cannot program nftables; {fix}")
             })?;
-            let _ = Backend::Iptables.remove().await;
-            Ok(Ok(Backend::Nftables))
+            let _ = redirect::remove().await;
+            Ok(Path::Kernel(k))
         }
         ProxyMode::Iptables => {
-            Backend::Iptables.install(&[]).await.with_context(|| {
+            redirect::install(&[]).await.with_context(|| {
                 format!("--proxy-mode=iptables: cannot program iptables; {fix}")
             })?;
-            let _ = Backend::Nftables.remove().await;
-            Ok(Ok(Backend::Iptables))
+            let _ = Kernel::remove_table().await;
+            Ok(Path::Redirect)
         }
         ProxyMode::Auto => {
-            let nft = match Backend::Nftables.install(&[]).await {
-                Ok(()) => {
-                    let _ = Backend::Iptables.remove().await;
-                    return Ok(Ok(Backend::Nftables));
+            let nft = match Kernel::start(nodeports).await {
+                Ok(k) => {
+                    let _ = redirect::remove().await;
+                    return Ok(Path::Kernel(k));
                 }
                 Err(e) => e,
             };
-            match Backend::Iptables.install(&[]).await {
-                Ok(()) => Ok(Ok(Backend::Iptables)),
-                Err(ipt) => Ok(Err(format!("nftables: {nft}; iptables: {ipt}"))),
+            match redirect::install(&[]).await {
+                Ok(()) => Ok(Path::Redirect),
+                Err(ipt) => Ok(Path::None(format!("nftables: {nft}; iptables: {ipt}"))),
             }
         }
     }
@@ -317,6 +361,7 @@ async fn choose_backend(mode: ProxyMode) -> anyhow::Result<Result<Backend, Strin
 async fn serve_http(
     args: &Args,
     metrics: Arc<metrics::Metrics>,
+    kernel: Option<Kernel>,
     ready: watch::Receiver<bool>,
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
@@ -338,14 +383,17 @@ async fn serve_http(
         .route(
             "/metrics",
             get(move || {
-                let text = metrics.render();
+                let (metrics, kernel) = (metrics.clone(), kernel.clone());
                 async move {
+                    if let Some(k) = kernel {
+                        k.read_counters().await;
+                    }
                     (
                         [(
                             axum::http::header::CONTENT_TYPE,
                             "application/openmetrics-text; version=1.0.0; charset=utf-8",
                         )],
-                        text,
+                        metrics.render(),
                     )
                 }
             }),

@@ -7,6 +7,8 @@
 //! [`Dataplane`], so an Endpoints change reaches the balancers as soon as
 //! its watch event arrives. A re-list (after a watch expired) replaces the
 //! kept objects and recomputes every Service that was or is there.
+//! Readiness (`/healthz`) waits for the first lists, and in nftables mode
+//! for the kernel to have programmed them.
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -170,6 +172,11 @@ pub async fn run(
             .sync_seconds
             .observe(started.elapsed().as_secs_f64());
         if !*ready.borrow() {
+            if !dp.kernel_programmed(KERNEL_PATIENCE).await {
+                tracing::warn!(
+                    "the initial nftables rules are not programmed after {KERNEL_PATIENCE:?}; reporting ready anyway (NodePorts on 127.0.0.1 are served)"
+                );
+            }
             tracing::info!(
                 services = svcs.objects.len(),
                 "initial Services and Endpoints applied"
@@ -178,6 +185,10 @@ pub async fn run(
         }
     }
 }
+
+/// How long readiness waits for the kernel data path to program the
+/// initial Services.
+const KERNEL_PATIENCE: Duration = Duration::from_secs(30);
 
 /// First pause before binding a failed listener again (a NodePort freed
 /// by a Service deleted just before is free a moment later).
