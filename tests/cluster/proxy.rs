@@ -603,6 +603,30 @@ async fn kernel_turn() -> Option<tokio::sync::MutexGuard<'static, ()>> {
     Some(turn)
 }
 
+/// A kernel-path test's turn and its own API server.
+struct Kernel {
+    _turn: tokio::sync::MutexGuard<'static, ()>,
+    _dir: tempfile::TempDir,
+    stop: CancellationToken,
+    kubeconfig: std::path::PathBuf,
+    client: kube::Client,
+}
+
+/// [`kernel_turn`], then an API server for the test (None: skipped).
+async fn kernel_setup() -> Option<Kernel> {
+    let turn = kernel_turn().await?;
+    let dir = tempfile::tempdir().unwrap();
+    let stop = CancellationToken::new();
+    let (kubeconfig, client) = support::apiserver(dir.path(), stop.clone()).await;
+    Some(Kernel {
+        _turn: turn,
+        _dir: dir,
+        stop,
+        kubeconfig,
+        client,
+    })
+}
+
 /// km's table as `nft list` shows it, if there is one.
 async fn km_table() -> Option<String> {
     output("nft", &["list", "table", "ip", "km-proxy"]).await
@@ -728,12 +752,16 @@ async fn every_kind_of_ruleset_change_is_accepted_by_nft() {
 
 #[tokio::test]
 async fn kernel_path_serves_cluster_ip_tcp_and_udp_without_the_proxy_and_cleans_up() {
-    let Some(_turn) = kernel_turn().await else {
+    let Some(Kernel {
+        _turn,
+        _dir,
+        stop,
+        kubeconfig,
+        client,
+    }) = kernel_setup().await
+    else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let stop = CancellationToken::new();
-    let (kubeconfig, client) = support::apiserver(dir.path(), stop.clone()).await;
     // A crashed proxy's leftovers: replaced at start.
     nft_input(&["-f", "-"], "table ip km-proxy {\n chain stale { }\n}\n")
         .await
@@ -811,12 +839,16 @@ async fn kernel_path_serves_cluster_ip_tcp_and_udp_without_the_proxy_and_cleans_
 
 #[tokio::test]
 async fn kernel_path_round_robins_applies_endpoint_changes_and_serves_the_node_port() {
-    let Some(_turn) = kernel_turn().await else {
+    let Some(Kernel {
+        _turn,
+        _dir,
+        stop,
+        kubeconfig,
+        client,
+    }) = kernel_setup().await
+    else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let stop = CancellationToken::new();
-    let (kubeconfig, client) = support::apiserver(dir.path(), stop.clone()).await;
     let np = node_port();
     let svc = create_service(&client, node_port_service("web", np, json!({}))).await;
     let cluster_ip = cluster_ip(&svc);
@@ -897,12 +929,16 @@ async fn kernel_path_round_robins_applies_endpoint_changes_and_serves_the_node_p
 
 #[tokio::test]
 async fn kernel_path_client_ip_affinity_sticks() {
-    let Some(_turn) = kernel_turn().await else {
+    let Some(Kernel {
+        _turn,
+        _dir,
+        stop,
+        kubeconfig,
+        client,
+    }) = kernel_setup().await
+    else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let stop = CancellationToken::new();
-    let (kubeconfig, client) = support::apiserver(dir.path(), stop.clone()).await;
     let svc = create_service(
         &client,
         json!({"metadata": {"name": "sticky"}, "spec": {
@@ -954,12 +990,16 @@ async fn kernel_path_client_ip_affinity_sticks() {
 
 #[tokio::test]
 async fn kernel_path_rejects_without_endpoints() {
-    let Some(_turn) = kernel_turn().await else {
+    let Some(Kernel {
+        _turn,
+        _dir,
+        stop,
+        kubeconfig,
+        client,
+    }) = kernel_setup().await
+    else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let stop = CancellationToken::new();
-    let (kubeconfig, client) = support::apiserver(dir.path(), stop.clone()).await;
     let svc = create_service(
         &client,
         json!({"metadata": {"name": "empty"}, "spec": {"ports": [
@@ -1017,12 +1057,16 @@ async fn kernel_path_ends_udp_flows_to_a_removed_endpoint() {
         );
         return;
     }
-    let Some(_turn) = kernel_turn().await else {
+    let Some(Kernel {
+        _turn,
+        _dir,
+        stop,
+        kubeconfig,
+        client,
+    }) = kernel_setup().await
+    else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let stop = CancellationToken::new();
-    let (kubeconfig, client) = support::apiserver(dir.path(), stop.clone()).await;
     let svc = create_service(
         &client,
         json!({"metadata": {"name": "dns"}, "spec": {"ports": [
