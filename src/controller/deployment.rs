@@ -117,6 +117,7 @@ struct State {
 
 /// Runs the deployment controller until `stop`.
 pub async fn run(ctx: Context, stop: CancellationToken) -> anyhow::Result<()> {
+    let metrics = ctx.metrics.clone();
     let client = ctx.client.clone();
     let concurrency = ctx.config.concurrent_syncs;
     let (d_store, d_writer) = reflector::store::<Deployment>();
@@ -160,7 +161,7 @@ pub async fn run(ctx: Context, stop: CancellationToken) -> anyhow::Result<()> {
         controller::Config::default().concurrency(concurrency),
     );
     tracing::info!("deployment controller started");
-    drive("deployment", results, stop).await;
+    drive("deployment", &metrics, results, stop).await;
     Ok(())
 }
 

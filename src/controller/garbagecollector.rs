@@ -109,7 +109,7 @@ pub async fn run(ctx: Context, stop: CancellationToken) -> anyhow::Result<()> {
         client,
         kinds,
         graph: Mutex::default(),
-        queue: WorkQueue::default(),
+        queue: WorkQueue::with_metrics(ctx.metrics.queue("garbagecollector")),
         absent: Mutex::default(),
     });
 

@@ -15,6 +15,7 @@ pub mod deployment;
 pub mod endpoints;
 pub mod events;
 pub mod garbagecollector;
+pub mod metrics;
 pub mod namespace;
 pub mod nodes;
 pub mod replicaset;
@@ -41,6 +42,8 @@ pub struct Context {
     pub events: events::Recorder,
     /// Settings from the command line.
     pub config: Arc<Config>,
+    /// What `/metrics` shows.
+    pub metrics: metrics::Metrics,
 }
 
 /// Controller settings from the command line.

@@ -88,7 +88,7 @@ pub async fn run(ctx: Context, stop: CancellationToken) -> anyhow::Result<()> {
         )
         .run(|ns, st| Box::pin(reconcile(ns, st)), error_policy, state);
     tracing::info!("namespace controller started");
-    drive("namespace", results, stop).await;
+    drive("namespace", &ctx.metrics, results, stop).await;
     Ok(())
 }
 

@@ -130,6 +130,7 @@ struct State {
 
 /// Runs the replicaset controller until `stop`.
 pub async fn run(ctx: Context, stop: CancellationToken) -> anyhow::Result<()> {
+    let metrics = ctx.metrics.clone();
     let client = ctx.client.clone();
     let concurrency = ctx.config.concurrent_syncs;
     let (rs_store, rs_writer) = reflector::store::<ReplicaSet>();
@@ -163,7 +164,7 @@ pub async fn run(ctx: Context, stop: CancellationToken) -> anyhow::Result<()> {
         controller::Config::default().concurrency(concurrency),
     );
     tracing::info!("replicaset controller started");
-    drive("replicaset", results, stop).await;
+    drive("replicaset", &metrics, results, stop).await;
     Ok(())
 }
 

@@ -65,14 +65,14 @@ pub struct Args {
     /// Pause between attempts to take or renew the lease.
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
     pub leader_elect_retry_period: Duration,
-    /// Address of /healthz and /readyz.
+    /// Address of /healthz, /readyz and /metrics.
     #[arg(
         long,
         env = "KM_CONTROLLER_MANAGER_ADDRESS",
         default_value = "127.0.0.1"
     )]
     pub address: IpAddr,
-    /// Port of /healthz and /readyz (0 picks one).
+    /// Port of /healthz, /readyz and /metrics (0 picks one).
     #[arg(long, env = "KM_CONTROLLER_MANAGER_PORT", default_value_t = 10252)]
     pub port: u16,
 }
@@ -111,7 +111,8 @@ pub async fn run(args: Args, stop: CancellationToken) -> anyhow::Result<()> {
         .context("cannot reach the Kubernetes API server (check --kubeconfig)")?;
 
     let (leading_tx, leading) = watch::channel(false);
-    serve(&args, leading, stop.clone()).await?;
+    let metrics = super::metrics::Metrics::default();
+    serve(&args, leading, metrics.clone(), stop.clone()).await?;
 
     let leadership = match election {
         Some(cfg) => {
@@ -147,6 +148,7 @@ pub async fn run(args: Args, stop: CancellationToken) -> anyhow::Result<()> {
             node_monitor_grace_period: args.node_monitor_grace_period,
             pod_eviction_timeout: args.pod_eviction_timeout,
         }),
+        metrics,
     };
     tracing::info!(controllers = ?selected.iter().map(|c| c.name()).collect::<Vec<_>>(), "starting controllers");
     let mut running = tokio::task::JoinSet::new();
@@ -204,10 +206,11 @@ async fn start(c: Controller, ctx: Context, stop: CancellationToken) -> anyhow::
     }
 }
 
-/// Serves /healthz and /readyz (ready once leading) until `stop`.
+/// Serves /healthz, /readyz (ready once leading) and /metrics until `stop`.
 async fn serve(
     args: &Args,
     leading: watch::Receiver<bool>,
+    metrics: super::metrics::Metrics,
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind((args.address, args.port))
@@ -218,9 +221,16 @@ async fn serve(
                 args.address, args.port
             )
         })?;
-    tracing::info!(address = %listener.local_addr()?, "serving /healthz, /readyz");
+    tracing::info!(address = %listener.local_addr()?, "serving /healthz, /readyz, /metrics");
     let app = axum::Router::new()
         .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/metrics",
+            get(move || {
+                let text = metrics.render();
+                async move { text }
+            }),
+        )
         .route(
             "/readyz",
             get(move || {

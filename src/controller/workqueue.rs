@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
+use super::metrics::QueueMetrics;
+
 struct State<T> {
     queue: VecDeque<T>,
     queued: HashSet<T>,
@@ -22,6 +24,7 @@ struct State<T> {
 pub struct WorkQueue<T> {
     state: Arc<Mutex<State<T>>>,
     ready: Arc<Notify>,
+    metrics: Option<QueueMetrics>,
 }
 
 impl<T> Clone for WorkQueue<T> {
@@ -29,6 +32,7 @@ impl<T> Clone for WorkQueue<T> {
         WorkQueue {
             state: self.state.clone(),
             ready: self.ready.clone(),
+            metrics: self.metrics.clone(),
         }
     }
 }
@@ -44,6 +48,17 @@ impl<T> Default for WorkQueue<T> {
                 failures: HashMap::new(),
             })),
             ready: Arc::new(Notify::new()),
+            metrics: None,
+        }
+    }
+}
+
+impl<T> WorkQueue<T> {
+    /// An empty queue that reports its depth, adds and retries to `metrics`.
+    pub fn with_metrics(metrics: QueueMetrics) -> Self {
+        WorkQueue {
+            metrics: Some(metrics),
+            ..WorkQueue::default()
         }
     }
 }
@@ -72,6 +87,10 @@ impl<T: Hash + Eq + Clone + Send + 'static> WorkQueue<T> {
         }
         s.queued.insert(item.clone());
         s.queue.push_back(item);
+        if let Some(m) = &self.metrics {
+            m.added();
+            m.depth(s.queue.len());
+        }
         drop(s);
         self.ready.notify_one();
     }
@@ -94,6 +113,9 @@ impl<T: Hash + Eq + Clone + Send + 'static> WorkQueue<T> {
                 if let Some(item) = s.queue.pop_front() {
                     s.queued.remove(&item);
                     s.active.insert(item.clone());
+                    if let Some(m) = &self.metrics {
+                        m.depth(s.queue.len());
+                    }
                     let more = !s.queue.is_empty();
                     drop(s);
                     if more {
@@ -122,7 +144,12 @@ impl<T: Hash + Eq + Clone + Send + 'static> WorkQueue<T> {
         let again = s.again.remove(&item);
         drop(s);
         match retry {
-            Some(delay) => self.add_after(item, delay),
+            Some(delay) => {
+                if let Some(m) = &self.metrics {
+                    m.retried();
+                }
+                self.add_after(item, delay)
+            }
             None if again => self.add(item),
             None => {}
         }

@@ -11,8 +11,9 @@
 //! slices are deleted when their Service is gone; others are left alone.
 
 pub mod compute;
+mod index;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use futures::{Stream, StreamExt};
@@ -25,6 +26,7 @@ use kube::{Api, Resource, ResourceExt};
 use tokio_util::sync::CancellationToken;
 
 use self::compute::{CONTAINER_PORT_PREFIX, Desired, MANAGED_BY, MANAGED_BY_LABEL, Problem};
+use self::index::Index;
 use super::events::Severity;
 use super::workqueue::WorkQueue;
 use super::{COMPONENT, Context};
@@ -72,12 +74,14 @@ struct Stores {
     pods: Store<Pod>,
     endpoints: Store<Endpoints>,
     slices: Store<EndpointSlice>,
+    /// Pods by label, Services by selector, slices by Service.
+    index: Arc<Index>,
 }
 
 /// Runs the endpoints controller until `stop`.
 pub async fn run(ctx: Context, stop: CancellationToken) -> anyhow::Result<()> {
     let client = ctx.client.clone();
-    let queue = WorkQueue::<Key>::default();
+    let queue = WorkQueue::<Key>::with_metrics(ctx.metrics.queue("endpoints"));
     let (services, w_services) = reflector::store::<Service>();
     let (pods, w_pods) = reflector::store::<Pod>();
     let (endpoints, w_endpoints) = reflector::store::<Endpoints>();
@@ -87,6 +91,7 @@ pub async fn run(ctx: Context, stop: CancellationToken) -> anyhow::Result<()> {
         pods,
         endpoints,
         slices,
+        index: Arc::default(),
     };
 
     let watch = |stream: std::pin::Pin<Box<dyn Stream<Item = Key> + Send>>| {
@@ -98,82 +103,113 @@ pub async fn run(ctx: Context, stop: CancellationToken) -> anyhow::Result<()> {
             }
         })
     };
-    let mut watchers = vec![
-        watch(Box::pin(
-            reflector(
-                w_services,
-                watcher(
-                    Api::<Service>::all(client.clone()),
-                    watcher::Config::default(),
-                ),
-            )
-            .default_backoff()
-            .touched_objects()
-            .filter_map(touched("services"))
-            .map(|s: Service| Key::of(&s)),
-        )),
-        watch(Box::pin(
-            reflector(
-                w_endpoints,
-                watcher(
-                    Api::<Endpoints>::all(client.clone()),
-                    watcher::Config::default(),
-                ),
-            )
-            .default_backoff()
-            .touched_objects()
-            .filter_map(touched("endpoints"))
-            .map(|e: Endpoints| Key::of(&e)),
-        )),
-        watch(Box::pin(
-            reflector(
-                w_slices,
-                watcher(
-                    Api::<EndpointSlice>::all(client.clone()),
-                    watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY}")),
-                ),
-            )
-            .default_backoff()
-            .touched_objects()
-            .filter_map(touched("endpointslices"))
-            .filter_map(|s: EndpointSlice| {
-                let service = s.labels().get(compute::SERVICE_NAME_LABEL).cloned();
-                futures::future::ready(service.map(|name| Key {
-                    namespace: s.namespace().unwrap_or_default(),
-                    name,
-                }))
-            }),
-        )),
-    ];
+    // Each watch updates the index after its store, then queues the
+    // Services it touched: a sync started after that sees both. The end of
+    // a list (a watch that restarted: events may have been missed, deletions
+    // among them) queues every Service and Endpoints.
+    let everything = {
+        let (services, endpoints) = (stores.services.clone(), stores.endpoints.clone());
+        move || -> Vec<Key> {
+            let s = services.state().into_iter().map(|s| Key::of(s.as_ref()));
+            let e = endpoints.state().into_iter().map(|e| Key::of(e.as_ref()));
+            s.chain(e).collect()
+        }
+    };
+    let keys = |v: Vec<Key>| futures::stream::iter(v);
+    let (index, all) = (stores.index.clone(), everything.clone());
+    let mut watchers = vec![watch(Box::pin(
+        reflector(
+            w_services,
+            watcher(
+                Api::<Service>::all(client.clone()),
+                watcher::Config::default(),
+            ),
+        )
+        .default_backoff()
+        .filter_map(seen("services"))
+        .flat_map(move |seen| {
+            keys(match seen {
+                Seen::Object(s, exists) => {
+                    let key = Key::of(&s);
+                    let selector = s.spec.as_ref().and_then(|sp| sp.selector.as_ref());
+                    index.service(&key, selector.filter(|_| exists));
+                    vec![key]
+                }
+                Seen::Listed => all(),
+            })
+        }),
+    ))];
+    let all = everything.clone();
+    watchers.push(watch(Box::pin(
+        reflector(
+            w_endpoints,
+            watcher(
+                Api::<Endpoints>::all(client.clone()),
+                watcher::Config::default(),
+            ),
+        )
+        .default_backoff()
+        .filter_map(seen("endpoints"))
+        .flat_map(move |seen| {
+            keys(match seen {
+                Seen::Object(e, _) => vec![Key::of(&e)],
+                Seen::Listed => all(),
+            })
+        }),
+    )));
+    let (index, all) = (stores.index.clone(), everything.clone());
+    watchers.push(watch(Box::pin(
+        reflector(
+            w_slices,
+            watcher(
+                Api::<EndpointSlice>::all(client.clone()),
+                watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY}")),
+            ),
+        )
+        .default_backoff()
+        .filter_map(seen("endpointslices"))
+        .flat_map(move |seen| {
+            keys(match seen {
+                Seen::Object(s, exists) => {
+                    let namespace = s.namespace().unwrap_or_default();
+                    let service = s.labels().get(compute::SERVICE_NAME_LABEL).cloned();
+                    index.slice(
+                        &namespace,
+                        &s.name_any(),
+                        service.as_deref().filter(|_| exists),
+                    );
+                    service
+                        .map(|name| Key { namespace, name })
+                        .into_iter()
+                        .collect()
+                }
+                Seen::Listed => all(),
+            })
+        }),
+    )));
     // A pod queues the Services selecting it now and those that did before.
-    let selected_by: Arc<Mutex<HashMap<String, Vec<Key>>>> = Arc::default();
-    {
-        let (services, pods, selected_by) =
-            (services.clone(), stores.pods.clone(), selected_by.clone());
-        watchers.push(watch(Box::pin(
-            reflector(
-                w_pods,
-                watcher(Api::<Pod>::all(client.clone()), watcher::Config::default()),
-            )
-            .default_backoff()
-            .touched_objects()
-            .filter_map(touched("pods"))
-            .flat_map(move |pod: Pod| {
-                let now = services_selecting(&services, &pod);
-                let gone = pods.get(&ObjectRef::from_obj(&pod)).is_none();
-                let uid = pod.uid().unwrap_or_default();
-                let mut map = selected_by.lock().unwrap_or_else(|p| p.into_inner());
-                let before = if gone || now.is_empty() {
-                    map.remove(&uid)
-                } else {
-                    map.insert(uid, now.clone())
-                };
-                let mut keys = now;
-                keys.extend(before.unwrap_or_default());
-                futures::stream::iter(keys)
-            }),
-        )));
-    }
+    let (index, all) = (stores.index.clone(), everything);
+    watchers.push(watch(Box::pin(
+        reflector(
+            w_pods,
+            watcher(Api::<Pod>::all(client.clone()), watcher::Config::default()),
+        )
+        .default_backoff()
+        .filter_map(seen("pods"))
+        .flat_map(move |seen| {
+            keys(match seen {
+                Seen::Object(pod, exists) => {
+                    let labels = pod.metadata.labels.clone().unwrap_or_default();
+                    index.pod(
+                        &pod.namespace().unwrap_or_default(),
+                        &pod.name_any(),
+                        exists.then_some(&labels),
+                    )
+                }
+                Seen::Listed => all(),
+            })
+        }),
+    )));
 
     // Work only on complete stores: a Service missing from a partial list
     // would look deleted.
@@ -215,6 +251,7 @@ pub async fn run(ctx: Context, stop: CancellationToken) -> anyhow::Result<()> {
                     _ = stop.cancelled() => return,
                 };
                 let result = reconcile(&ctx, &stores, &key, &warned).await;
+                ctx.metrics.synced("endpoints", result.is_ok());
                 if let Err(e) = &result {
                     tracing::warn!(error = %e, service = %format!("{}/{}", key.namespace, key.name), "endpoints sync failed; retrying with backoff");
                 }
@@ -230,32 +267,35 @@ pub async fn run(ctx: Context, stop: CancellationToken) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Passes the objects of a watch and logs its errors (the watch retries).
-fn touched<T>(
-    what: &'static str,
-) -> impl FnMut(Result<T, watcher::Error>) -> futures::future::Ready<Option<T>> {
-    move |r| {
-        if let Err(e) = &r {
-            tracing::warn!(error = %e, "watching {what}; retrying");
-        }
-        futures::future::ready(r.ok())
-    }
+/// What one watch event means to the controller.
+enum Seen<T> {
+    /// An object that exists (`true`) or was deleted (`false`).
+    Object(T, bool),
+    /// A list ended: the store now holds exactly what was listed.
+    Listed,
 }
 
-fn services_selecting(services: &Store<Service>, pod: &Pod) -> Vec<Key> {
-    let namespace = pod.namespace().unwrap_or_default();
-    services
-        .state()
-        .iter()
-        .filter(|s| s.namespace().as_deref() == Some(namespace.as_str()))
-        .filter(|s| {
-            s.spec
-                .as_ref()
-                .and_then(|sp| sp.selector.as_ref())
-                .is_some_and(|sel| !sel.is_empty() && compute::selects(sel, pod))
+/// Reads a watch event; errors are logged (the watch retries). The store
+/// is not asked whether an object exists: during a list it fills only at
+/// the end.
+fn seen<T>(
+    what: &'static str,
+) -> impl FnMut(Result<watcher::Event<T>, watcher::Error>) -> futures::future::Ready<Option<Seen<T>>>
+{
+    move |r| {
+        futures::future::ready(match r {
+            Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => {
+                Some(Seen::Object(o, true))
+            }
+            Ok(watcher::Event::Delete(o)) => Some(Seen::Object(o, false)),
+            Ok(watcher::Event::InitDone) => Some(Seen::Listed),
+            Ok(watcher::Event::Init) => None,
+            Err(e) => {
+                tracing::warn!(error = %e, "watching {what}; retrying");
+                None
+            }
         })
-        .map(|s| Key::of(s.as_ref()))
-        .collect()
+    }
 }
 
 /// Brings the Endpoints and slices of one Service to what they should be.
@@ -272,13 +312,15 @@ async fn reconcile(
         .endpoints
         .get(&ObjectRef::new(&key.name).within(&key.namespace));
     let current_slices: Vec<Arc<EndpointSlice>> = stores
-        .slices
-        .state()
-        .into_iter()
-        .filter(|s| {
-            s.namespace().as_deref() == Some(key.namespace.as_str())
-                && s.labels().get(compute::SERVICE_NAME_LABEL) == Some(&key.name)
+        .index
+        .slices_of(key)
+        .iter()
+        .filter_map(|name| {
+            stores
+                .slices
+                .get(&ObjectRef::new(name).within(&key.namespace))
         })
+        .filter(|s| s.labels().get(compute::SERVICE_NAME_LABEL) == Some(&key.name))
         .collect();
     let Some(service) = service else {
         // The Service is gone: so go its Endpoints and km's slices.
@@ -295,17 +337,30 @@ async fn reconcile(
         }
         return Ok(());
     };
-    let namespace_pods = stores.pods.state();
+    let selector = service.spec.as_ref().and_then(|s| s.selector.clone());
+    let candidates: Vec<Arc<Pod>> = stores
+        .index
+        .pods_matching(&key.namespace, &selector.unwrap_or_default())
+        .iter()
+        .filter_map(|name| {
+            stores
+                .pods
+                .get(&ObjectRef::new(name).within(&key.namespace))
+        })
+        .collect();
     let Some(desired) = compute::compute(
         &service,
-        namespace_pods.iter().map(|p| p.as_ref()),
+        candidates.iter().map(|p| p.as_ref()),
         ctx.config.host_port_endpoints,
     ) else {
         return Ok(()); // selectorless: its Endpoints are someone else's
     };
     report(ctx, &service, &desired, warned);
-    write_endpoints(ctx, key, current.as_deref(), &desired).await?;
-    write_slices(ctx, key, &current_slices, &desired).await
+    tokio::try_join!(
+        write_endpoints(ctx, key, current.as_deref(), &desired),
+        write_slices(ctx, key, &current_slices, &desired),
+    )
+    .map(drop)
 }
 
 /// Events and warnings for what kept endpoints out, once per problem.

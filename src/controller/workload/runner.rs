@@ -12,10 +12,13 @@ use kube::runtime::controller::{Action, Error};
 use kube::runtime::reflector::ObjectRef;
 use tokio_util::sync::CancellationToken;
 
-/// Consumes an applier's results, logging failures, until `stop` or until
-/// the applier ends.
+use crate::controller::metrics::Metrics;
+
+/// Consumes an applier's results, logging failures and counting syncs in
+/// `metrics`, until `stop` or until the applier ends.
 pub async fn drive<K, E, Q>(
     controller: &'static str,
+    metrics: &Metrics,
     results: impl Stream<Item = Result<(ObjectRef<K>, Action), Error<E, Q>>>,
     stop: CancellationToken,
 ) where
@@ -27,11 +30,15 @@ pub async fn drive<K, E, Q>(
     let mut results = std::pin::pin!(results.take_until(stop.cancelled_owned()));
     while let Some(r) = results.next().await {
         match r {
-            Ok((obj, _)) => tracing::trace!(controller, object = %obj, "reconciled"),
+            Ok((obj, _)) => {
+                metrics.synced(controller, true);
+                tracing::trace!(controller, object = %obj, "reconciled")
+            }
             Err(Error::ObjectNotFound(obj)) => {
                 tracing::debug!(controller, object = %obj, "gone before it was reconciled")
             }
             Err(Error::ReconcilerFailed(e, obj)) => {
+                metrics.synced(controller, false);
                 tracing::warn!(controller, object = %obj, error = %e, "reconcile failed; retrying with backoff")
             }
             Err(Error::QueueError(e)) => {
