@@ -27,12 +27,11 @@
 //!   retry at once). p50/p99 over 200 changes, each path its own Services.
 //!   Target p99 ≤ 100 ms.
 //!
-//! A connection to a ClusterIP is sized (MSS, initial receive window) for
-//! the route to the Service range, the default route here, even when it is
-//! DNATed to a backend on this host; hostIP:NodePort and the direct
-//! baseline are sized for loopback. So against this baseline the ClusterIP
-//! row measures lower bulk throughput than the NodePort row; with the
-//! backend on another host both would share the network's MTU.
+//! The proxy routes each ClusterIP to this host (`--cluster-ip-local-routes`,
+//! on by default), so a connection to a ClusterIP is sized (MSS, initial
+//! receive window) for loopback like the direct baseline; without those
+//! routes it would be sized for the default route's MTU and trail the
+//! NodePort row.
 //!
 //! `cargo bench --bench proxy` runs the full sizes; under `cargo test` a
 //! small run checks the code paths.
@@ -428,8 +427,16 @@ async fn say(mut c: TcpStream, what: &'static [u8]) -> std::io::Result<()> {
     c.shutdown().await
 }
 
-/// Whether a new connection to `to` is answered (by `name`, when given).
+/// Whether a new connection to `to` is answered (by `name`, when given)
+/// within a second. A connection made before the proxy's rules are in place
+/// may go out by the default route and reach something that never answers.
 async fn answered_by(to: SocketAddr, name: Option<&str>) -> bool {
+    tokio::time::timeout(Duration::from_secs(1), answered_by_now(to, name))
+        .await
+        .unwrap_or(false)
+}
+
+async fn answered_by_now(to: SocketAddr, name: Option<&str>) -> bool {
     let Ok(mut c) = TcpStream::connect(to).await else {
         return false;
     };

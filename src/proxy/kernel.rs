@@ -11,7 +11,8 @@
 //! (`km_proxy_redirect_failures_total`) and retried every second as a whole
 //! table replacement, which also repairs a table someone else changed.
 //! [`Kernel::start`] replaces any stale table atomically; `run` removes it
-//! when it stops.
+//! when it stops. With `--cluster-ip-local-routes`, every programmed
+//! ClusterIP is also routed to this host ([`super::localroute`]).
 //!
 //! Open connections to a removed endpoint: conntrack keeps their NAT, so
 //! TCP connections go on until they close (`--connection-drain-timeout` is
@@ -36,6 +37,7 @@ use prometheus_client::metrics::counter::Counter;
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
+use super::localroute::LocalRoutes;
 use super::metrics::{Metrics, PortMetrics};
 use super::nft::{self, Names, NodePortAddresses, Port};
 use super::table::{PortKey, Protocol};
@@ -64,6 +66,9 @@ impl std::fmt::Debug for Kernel {
 
 struct Shared {
     nodeports: NodePortAddresses,
+    /// Route the programmed ClusterIPs to this host, with this node
+    /// address as their preferred source.
+    local_routes: Option<Ipv4Addr>,
     /// Changes not yet taken by `run`, the latest per service port.
     pending: Mutex<HashMap<PortKey, Option<Wanted>>>,
     wake: Notify,
@@ -103,12 +108,21 @@ pub enum Frontend {
 
 impl Kernel {
     /// Replaces km's table (a crashed proxy's leftovers included) with an
-    /// empty one; fails without the privilege or the `nft` tool.
-    pub async fn start(nodeports: NodePortAddresses) -> Result<Kernel, tool::Error> {
+    /// empty one and removes km's ClusterIP routes; fails without the
+    /// privilege or the `nft` tool. With `local_routes` (this node's
+    /// address), the ClusterIPs programmed later are routed to this host.
+    pub async fn start(
+        nodeports: NodePortAddresses,
+        local_routes: Option<Ipv4Addr>,
+    ) -> Result<Kernel, tool::Error> {
         nft_apply(&nft::replace(&nodeports)).await?;
+        if let Err(e) = LocalRoutes::flush().await {
+            tracing::debug!(error = %e, "cannot flush km's ClusterIP routes");
+        }
         Ok(Kernel {
             shared: Arc::new(Shared {
                 nodeports,
+                local_routes,
                 pending: Mutex::new(HashMap::new()),
                 wake: Notify::new(),
                 submitted: AtomicU64::new(0),
@@ -184,6 +198,7 @@ impl Kernel {
             }
         };
         let mut state = State::default();
+        let mut routes = self.shared.local_routes.map(LocalRoutes::new);
         let mut failing = false;
         loop {
             let wait = async {
@@ -219,6 +234,9 @@ impl Kernel {
                             "nftables rules programmed"
                         );
                     }
+                    if let Some(routes) = routes.as_mut() {
+                        routes.set(state.cluster_ips()).await;
+                    }
                     self.shared.applied.send_replace(generation);
                     if conntrack && !outcome.stale.is_empty() {
                         tokio::spawn(end_udp_flows(outcome.stale));
@@ -238,6 +256,9 @@ impl Kernel {
             Ok(()) => tracing::info!(table = nft::TABLE, "nftables rules removed"),
             Err(e) => tracing::warn!(error = %e, "cannot remove the nftables rules"),
         }
+        if let Err(e) = LocalRoutes::flush().await {
+            tracing::warn!(error = %e, "cannot remove the ClusterIP routes (ip route flush table local proto {})", super::localroute::PROTO);
+        }
     }
 }
 
@@ -256,6 +277,14 @@ struct Outcome {
 }
 
 impl State {
+    /// The ClusterIPs of the programmed service ports.
+    fn cluster_ips(&self) -> std::collections::BTreeSet<Ipv4Addr> {
+        self.programmed
+            .values()
+            .filter_map(|p| p.cluster_ip.map(|(ip, _)| ip))
+            .collect()
+    }
+
     /// Merges `batch` into what is wanted and programs the difference.
     async fn apply(
         &mut self,

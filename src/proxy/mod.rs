@@ -13,7 +13,9 @@
 //!   service port, replaced at start (a crashed proxy's leftovers
 //!   included) and removed on exit. NodePorts on 127.0.0.0/8 are not
 //!   DNATed (that would need `route_localnet`): the user-space path serves
-//!   them.
+//!   them. Each ClusterIP is routed to this host
+//!   (`--cluster-ip-local-routes`, [`localroute`]) so that connections
+//!   from this node use loopback's MTU.
 //! * The user-space path: connections end in the proxy, which opens its
 //!   own to the endpoint ([`tcp`], [`udp`]). It serves the NodePorts on
 //!   every address of the node (or those inside `--nodeport-addresses`) in
@@ -40,6 +42,7 @@
 pub mod balancer;
 pub mod dataplane;
 pub mod kernel;
+pub mod localroute;
 pub mod metrics;
 pub mod nft;
 pub mod nodeaddr;
@@ -116,6 +119,9 @@ pub struct Args {
         value_name = "MODE"
     )]
     pub proxy_mode: ProxyMode,
+    /// With the nftables path, route each ClusterIP to this host (a /32 `local` route on lo with this node's address as source, routing protocol 173, removed on exit), as kube-proxy's IPVS mode binds them to kube-ipvs0: connections from this node then get loopback's MTU instead of the default route's, which doubles bulk throughput to endpoints on this node. false leaves the routing table alone.
+    #[arg(long, env = "KM_PROXY_CLUSTER_IP_LOCAL_ROUTES", default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub cluster_ip_local_routes: bool,
     /// Address and port of /healthz (port 0 picks one).
     #[arg(
         long,
@@ -210,7 +216,11 @@ pub async fn run(args: Args, stop: CancellationToken) -> anyhow::Result<()> {
                 .collect(),
         ),
     };
-    let path = choose_path(args.proxy_mode, kernel_nodeports).await?;
+    let route_src = match args.cluster_ip_local_routes {
+        true => Some(node_ip(&client, &hostname, &local).await),
+        false => None,
+    };
+    let path = choose_path(args.proxy_mode, kernel_nodeports, route_src).await?;
     let mut redirect_to = None;
     match &path {
         Path::Kernel(_) => tracing::info!(
@@ -322,14 +332,20 @@ async fn node_ip(client: &kube::Client, node: &str, local: &BTreeSet<Ipv4Addr>) 
 /// The path that serves ClusterIPs in `mode`, or why there is none; the
 /// other mode's leftover rules are removed. An explicitly requested mode
 /// that does not work is an error.
-async fn choose_path(mode: ProxyMode, nodeports: nft::NodePortAddresses) -> anyhow::Result<Path> {
+async fn choose_path(
+    mode: ProxyMode,
+    nodeports: nft::NodePortAddresses,
+    local_routes: Option<Ipv4Addr>,
+) -> anyhow::Result<Path> {
     let fix = "run km proxy as root with that tool installed, or use --proxy-mode=userspace";
     match mode {
         ProxyMode::Userspace => Ok(Path::None("--proxy-mode=userspace".into())),
         ProxyMode::Nftables => {
-            let k = Kernel::start(nodeports).await.with_context(|| {
-                format!("--proxy-mode=nftables: cannot program nftables; {fix}")
-            })?;
+            let k = Kernel::start(nodeports, local_routes)
+                .await
+                .with_context(|| {
+                    format!("--proxy-mode=nftables: cannot program nftables; {fix}")
+                })?;
             let _ = redirect::remove().await;
             Ok(Path::Kernel(k))
         }
@@ -341,7 +357,7 @@ async fn choose_path(mode: ProxyMode, nodeports: nft::NodePortAddresses) -> anyh
             Ok(Path::Redirect)
         }
         ProxyMode::Auto => {
-            let nft = match Kernel::start(nodeports).await {
+            let nft = match Kernel::start(nodeports, local_routes).await {
                 Ok(k) => {
                     let _ = redirect::remove().await;
                     return Ok(Path::Kernel(k));

@@ -648,6 +648,14 @@ async fn stop_and_check_cleanup(proxy: Proxy) {
     if let Some(ipt) = output("iptables-save", &["-t", "nat"]).await {
         assert!(!ipt.contains("KM-SERVICES"), "{ipt}");
     }
+    assert_eq!(local_routes().await, "", "ClusterIP routes left behind");
+}
+
+/// km proxy's ClusterIP routes (`ip route show table local proto 173`).
+async fn local_routes() -> String {
+    output("ip", &["route", "show", "table", "local", "proto", "173"])
+        .await
+        .unwrap_or_default()
 }
 
 fn cluster_ip(svc: &Service) -> Ipv4Addr {
@@ -766,6 +774,9 @@ async fn kernel_path_serves_cluster_ip_tcp_and_udp_without_the_proxy_and_cleans_
     nft_input(&["-f", "-"], "table ip km-proxy {\n chain stale { }\n}\n")
         .await
         .unwrap();
+    let stale_route = "route replace local 10.96.250.250/32 dev lo table local proto 173";
+    let args: Vec<&str> = stale_route.split(' ').collect();
+    assert!(output("ip", &args).await.is_some(), "ip {stale_route}");
 
     let svc = create_service(
         &client,
@@ -792,6 +803,13 @@ async fn kernel_path_serves_cluster_ip_tcp_and_udp_without_the_proxy_and_cleans_
     assert!(
         ruleset.contains(&format!("dnat to {tcp}")),
         "DNAT straight to the endpoint: {ruleset}"
+    );
+    // The ClusterIP is routed to this host (loopback's MTU for local
+    // clients); the stale route went at start.
+    let routes = local_routes().await;
+    assert!(
+        routes.contains(&format!("local {cluster_ip} dev lo")) && !routes.contains("10.96.250.250"),
+        "{routes}"
     );
 
     let to = SocketAddr::from((cluster_ip, 80));
