@@ -16,10 +16,11 @@ mod index;
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 
-use futures::{Stream, StreamExt};
+use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Endpoints, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{DeleteParams, PostParams};
+use kube::runtime::reflector::store::Writer;
 use kube::runtime::reflector::{self, ObjectRef, Store, reflector};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Resource, ResourceExt};
@@ -94,122 +95,78 @@ pub async fn run(ctx: Context, stop: CancellationToken) -> anyhow::Result<()> {
         index: Arc::default(),
     };
 
-    let watch = |stream: std::pin::Pin<Box<dyn Stream<Item = Key> + Send>>| {
-        let (queue, stop) = (queue.clone(), stop.clone());
-        tokio::spawn(async move {
-            let mut stream = Box::pin(stream.take_until(stop.cancelled_owned()));
-            while let Some(key) = stream.next().await {
-                queue.add(key);
-            }
-        })
-    };
     // Each watch updates the index after its store, then queues the
     // Services it touched: a sync started after that sees both. The end of
     // a list (a watch that restarted: events may have been missed, deletions
     // among them) queues every Service and Endpoints.
-    let everything = {
-        let (services, endpoints) = (stores.services.clone(), stores.endpoints.clone());
-        move || -> Vec<Key> {
-            let s = services.state().into_iter().map(|s| Key::of(s.as_ref()));
-            let e = endpoints.state().into_iter().map(|e| Key::of(e.as_ref()));
-            s.chain(e).collect()
-        }
+    let feed = Feed {
+        queue: queue.clone(),
+        stop: stop.clone(),
+        everything: Arc::new({
+            let (services, endpoints) = (stores.services.clone(), stores.endpoints.clone());
+            move || {
+                let s = services.state().into_iter().map(|s| Key::of(s.as_ref()));
+                let e = endpoints.state().into_iter().map(|e| Key::of(e.as_ref()));
+                s.chain(e).collect()
+            }
+        }),
     };
-    let keys = |v: Vec<Key>| futures::stream::iter(v);
-    let (index, all) = (stores.index.clone(), everything.clone());
-    let mut watchers = vec![watch(Box::pin(
-        reflector(
-            w_services,
-            watcher(
-                Api::<Service>::all(client.clone()),
-                watcher::Config::default(),
-            ),
-        )
-        .default_backoff()
-        .filter_map(seen("services"))
-        .flat_map(move |seen| {
-            keys(match seen {
-                Seen::Object(s, exists) => {
-                    let key = Key::of(&s);
-                    let selector = s.spec.as_ref().and_then(|sp| sp.selector.as_ref());
-                    index.service(&key, selector.filter(|_| exists));
-                    vec![key]
-                }
-                Seen::Listed => all(),
-            })
-        }),
-    ))];
-    let all = everything.clone();
-    watchers.push(watch(Box::pin(
-        reflector(
-            w_endpoints,
-            watcher(
-                Api::<Endpoints>::all(client.clone()),
-                watcher::Config::default(),
-            ),
-        )
-        .default_backoff()
-        .filter_map(seen("endpoints"))
-        .flat_map(move |seen| {
-            keys(match seen {
-                Seen::Object(e, _) => vec![Key::of(&e)],
-                Seen::Listed => all(),
-            })
-        }),
-    )));
-    let (index, all) = (stores.index.clone(), everything.clone());
-    watchers.push(watch(Box::pin(
-        reflector(
-            w_slices,
-            watcher(
-                Api::<EndpointSlice>::all(client.clone()),
-                watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY}")),
-            ),
-        )
-        .default_backoff()
-        .filter_map(seen("endpointslices"))
-        .flat_map(move |seen| {
-            keys(match seen {
-                Seen::Object(s, exists) => {
-                    let namespace = s.namespace().unwrap_or_default();
-                    let service = s.labels().get(compute::SERVICE_NAME_LABEL).cloned();
-                    index.slice(
-                        &namespace,
-                        &s.name_any(),
-                        service.as_deref().filter(|_| exists),
-                    );
-                    service
-                        .map(|name| Key { namespace, name })
-                        .into_iter()
-                        .collect()
-                }
-                Seen::Listed => all(),
-            })
-        }),
-    )));
+    let index = stores.index.clone();
+    let mut watchers = vec![feed.follow(
+        w_services,
+        Api::<Service>::all(client.clone()),
+        watcher::Config::default(),
+        "services",
+        move |s, exists| {
+            let key = Key::of(&s);
+            let selector = s.spec.as_ref().and_then(|sp| sp.selector.as_ref());
+            index.service(&key, selector.filter(|_| exists));
+            vec![key]
+        },
+    )];
+    watchers.push(feed.follow(
+        w_endpoints,
+        Api::<Endpoints>::all(client.clone()),
+        watcher::Config::default(),
+        "endpoints",
+        |e, _| vec![Key::of(&e)],
+    ));
+    let index = stores.index.clone();
+    watchers.push(feed.follow(
+        w_slices,
+        Api::<EndpointSlice>::all(client.clone()),
+        watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY}")),
+        "endpointslices",
+        move |s, exists| {
+            let namespace = s.namespace().unwrap_or_default();
+            let service = s.labels().get(compute::SERVICE_NAME_LABEL).cloned();
+            index.slice(
+                &namespace,
+                &s.name_any(),
+                service.as_deref().filter(|_| exists),
+            );
+            service
+                .map(|name| Key { namespace, name })
+                .into_iter()
+                .collect()
+        },
+    ));
     // A pod queues the Services selecting it now and those that did before.
-    let (index, all) = (stores.index.clone(), everything);
-    watchers.push(watch(Box::pin(
-        reflector(
-            w_pods,
-            watcher(Api::<Pod>::all(client.clone()), watcher::Config::default()),
-        )
-        .default_backoff()
-        .filter_map(seen("pods"))
-        .flat_map(move |seen| {
-            keys(match seen {
-                Seen::Object(pod, exists) => {
-                    let labels = pod.metadata.labels.clone().unwrap_or_default();
-                    index.pod(
-                        &pod.namespace().unwrap_or_default(),
-                        &pod.name_any(),
-                        exists.then_some(&labels),
-                    )
-                }
-                Seen::Listed => all(),
-            })
-        }),
-    )));
+    let index = stores.index.clone();
+    watchers.push(feed.follow(
+        w_pods,
+        Api::<Pod>::all(client.clone()),
+        watcher::Config::default(),
+        "pods",
+        move |pod, exists| {
+            let labels = pod.metadata.labels.clone().unwrap_or_default();
+            index.pod(
+                &pod.namespace().unwrap_or_default(),
+                &pod.name_any(),
+                exists.then_some(&labels),
+            )
+        },
+    ));
 
     // Work only on complete stores: a Service missing from a partial list
     // would look deleted.
@@ -267,32 +224,57 @@ pub async fn run(ctx: Context, stop: CancellationToken) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// What one watch event means to the controller.
-enum Seen<T> {
-    /// An object that exists (`true`) or was deleted (`false`).
-    Object(T, bool),
-    /// A list ended: the store now holds exactly what was listed.
-    Listed,
+/// Turns watch events into queued Services.
+struct Feed {
+    queue: WorkQueue<Key>,
+    stop: CancellationToken,
+    /// Every key, queued when a list ends.
+    everything: Arc<dyn Fn() -> Vec<Key> + Send + Sync>,
 }
 
-/// Reads a watch event; errors are logged (the watch retries). The store
-/// is not asked whether an object exists: during a list it fills only at
-/// the end.
-fn seen<T>(
-    what: &'static str,
-) -> impl FnMut(Result<watcher::Event<T>, watcher::Error>) -> futures::future::Ready<Option<Seen<T>>>
-{
-    move |r| {
-        futures::future::ready(match r {
-            Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => {
-                Some(Seen::Object(o, true))
-            }
-            Ok(watcher::Event::Delete(o)) => Some(Seen::Object(o, false)),
-            Ok(watcher::Event::InitDone) => Some(Seen::Listed),
-            Ok(watcher::Event::Init) => None,
-            Err(e) => {
-                tracing::warn!(error = %e, "watching {what}; retrying");
-                None
+impl Feed {
+    /// Mirrors `api` into `writer`'s store until `stop`, queueing the keys
+    /// `on` returns for each changed object (with whether it still exists)
+    /// and every key when a list ends. Whether an object exists comes from
+    /// the event, not the store: during a list the store fills only at the
+    /// end. Watch errors are logged; the watch retries with backoff.
+    fn follow<K>(
+        &self,
+        writer: Writer<K>,
+        api: Api<K>,
+        config: watcher::Config,
+        what: &'static str,
+        mut on: impl FnMut(K, bool) -> Vec<Key> + Send + 'static,
+    ) -> tokio::task::JoinHandle<()>
+    where
+        K: Resource<DynamicType = ()>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug
+            + Send
+            + Sync
+            + 'static,
+    {
+        let (queue, everything) = (self.queue.clone(), self.everything.clone());
+        let events = reflector(writer, watcher(api, config))
+            .default_backoff()
+            .take_until(self.stop.clone().cancelled_owned());
+        tokio::spawn(async move {
+            let mut events = std::pin::pin!(events);
+            while let Some(event) = events.next().await {
+                let keys = match event {
+                    Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => on(o, true),
+                    Ok(watcher::Event::Delete(o)) => on(o, false),
+                    Ok(watcher::Event::InitDone) => everything(),
+                    Ok(watcher::Event::Init) => Vec::new(),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "watching {what}; retrying");
+                        Vec::new()
+                    }
+                };
+                for key in keys {
+                    queue.add(key);
+                }
             }
         })
     }
