@@ -119,7 +119,7 @@ pub struct Args {
         value_name = "MODE"
     )]
     pub proxy_mode: ProxyMode,
-    /// With the nftables path, route each ClusterIP to this host (a /32 `local` route on lo with this node's address as source, routing protocol 173, removed on exit), as kube-proxy's IPVS mode binds them to kube-ipvs0: connections from this node then get loopback's MTU instead of the default route's, which doubles bulk throughput to endpoints on this node. false leaves the routing table alone.
+    /// With the nftables path, route each ClusterIP to this host (a /32 `local` route on lo with this node's address as source, routing protocol 173, removed on exit), as kube-proxy's IPVS mode binds them to kube-ipvs0: connections from this node then get loopback's MTU instead of the default route's (in km's bench, 1 MiB transfers to an endpoint on this node went from 61 % to 99 % of a direct connection). false leaves the routing table alone.
     #[arg(long, env = "KM_PROXY_CLUSTER_IP_LOCAL_ROUTES", default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
     pub cluster_ip_local_routes: bool,
     /// Address and port of /healthz (port 0 picks one).
