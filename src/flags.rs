@@ -89,6 +89,9 @@ pub struct MatchingFlags {
     /// Executors exit after being idle (no pods) this long; 0 never.
     #[arg(long, default_value = "20m", value_parser = humantime::parse_duration, value_name = "DURATION")]
     pub executor_suicide_timeout: std::time::Duration,
+    /// Time an executor has to stop its pods after SHUTDOWN before the agent kills it (ExecutorInfo.shutdown_grace_period; the agent's own default is 5s). Pods get their terminationGracePeriodSeconds within it, less the time kept for removing their containers.
+    #[arg(long, env = "KM_EXECUTOR_SHUTDOWN_GRACE_PERIOD", default_value = "30s", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub executor_shutdown_grace_period: std::time::Duration,
     /// Port of each executor's kubelet API (container logs); 0 picks a free port per executor.
     #[arg(long, default_value_t = 10250, value_name = "PORT")]
     pub executor_kubelet_port: u16,
@@ -225,6 +228,7 @@ impl MatchingFlags {
             mem_mb: positive("--mesos-executor-mem", self.mesos_executor_mem, "128")?,
             static_pods,
             args: self.executor_args(),
+            shutdown_grace: Some(self.executor_shutdown_grace_period).filter(|d| !d.is_zero()),
             ..Default::default()
         };
         let executor = ExecutorPrototype::new(&executor_cfg, &defaults).map_err(|e| FlagError {

@@ -671,7 +671,8 @@ impl Runner {
             .filter(|c| c.id != sb.infra_id && c.running)
             .map(|c| rt.stop(&c.id, g));
         futures::future::join_all(stops).await;
-        let _ = rt.stop(&sb.infra_id, Duration::ZERO).await;
+        // Removal is forced: it kills the infra container (and anything
+        // still running) first.
         for c in &mine {
             let _ = rt.remove(&c.id).await;
         }

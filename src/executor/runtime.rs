@@ -15,6 +15,7 @@
 //!   [`RuntimeError::Docker`] carrying Docker's "No such image" message.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bollard::errors::Error as DockerError;
@@ -214,7 +215,13 @@ pub struct ContainerEvent {
 pub struct Runtime {
     docker: Docker,
     endpoint: String,
+    /// Removals in flight at once, shared by the clones: Docker removes a
+    /// hundred containers faster eight at a time than all at once.
+    removals: Arc<tokio::sync::Semaphore>,
 }
+
+/// How many containers a runtime removes at once (the `removals` field).
+const CONCURRENT_REMOVALS: usize = 8;
 
 impl Runtime {
     /// Connects to Docker at `docker_host` (None: `$DOCKER_HOST`, else
@@ -251,7 +258,11 @@ impl Runtime {
             .await
             .map_err(|e| unreachable(describe(&e)))?;
         docker.ping().await.map_err(|e| unreachable(describe(&e)))?;
-        Ok(Runtime { docker, endpoint })
+        Ok(Runtime {
+            docker,
+            endpoint,
+            removals: Arc::new(tokio::sync::Semaphore::new(CONCURRENT_REMOVALS)),
+        })
     }
 
     /// The endpoint connected to, as given.
@@ -460,6 +471,7 @@ impl Runtime {
             .force(true)
             .v(true)
             .build();
+        let _turn = self.removals.acquire().await;
         match self.docker.remove_container(id, Some(options)).await {
             Ok(()) => Ok(()),
             Err(e) if status(&e) == Some(404) => Ok(()),

@@ -556,17 +556,23 @@ impl Manager {
         }
     }
 
-    /// Stops every pod, waiting for their reports, within `within`.
+    /// Stops every pod within `within` (the agent's shutdown grace, after
+    /// which it kills the executor): each pod gets its own grace period,
+    /// bounded by `within` less a [`cleanup_reserve`]; then whatever
+    /// containers are left are removed, concurrently, before the deadline.
     pub async fn stop_all(
         &mut self,
         within: Duration,
         reports: &mut mpsc::UnboundedReceiver<Report>,
     ) {
-        let grace = within.saturating_sub(Duration::from_secs(1));
+        let began = tokio::time::Instant::now();
+        let reserve = cleanup_reserve(within, self.tasks.len());
         for e in self.tasks.values() {
-            e.handle.kill(Some(grace));
+            e.handle.kill(Some(within - reserve));
         }
-        let deadline = tokio::time::Instant::now() + within;
+        // The pods remove their own containers once stopped: half the
+        // reserve is theirs, the other half the sweep's.
+        let deadline = began + within - reserve / 2;
         while !self.tasks.is_empty() {
             match tokio::time::timeout_at(deadline, reports.recv()).await {
                 Ok(Some(r)) => self.report(r).await,
@@ -575,13 +581,26 @@ impl Manager {
         }
         // Whatever is left (also exited containers kept for logs).
         let rt = &self.host.runtime;
-        for c in rt
+        let left = rt
             .list(&[(labels::EXECUTOR_ID, self.host.executor_id.as_str())])
             .await
-            .unwrap_or_default()
-        {
-            let _ = rt.stop(&c.id, Duration::ZERO).await;
-            let _ = rt.remove(&c.id).await;
+            .unwrap_or_default();
+        if !left.is_empty() {
+            let n = left.len();
+            let removals = futures::stream::iter(left)
+                .map(|c| async move { rt.remove(&c.id).await })
+                .buffer_unordered(16)
+                .collect::<Vec<_>>();
+            let end =
+                (began + within).max(tokio::time::Instant::now() + Duration::from_millis(500));
+            match tokio::time::timeout_at(end, removals).await {
+                Ok(_) => tracing::info!(containers = n, "removed the containers left at shutdown"),
+                Err(_) => tracing::warn!(
+                    containers = n,
+                    grace = ?within,
+                    "containers were still being removed when the shutdown grace ran out; give executors more time (km scheduler --executor-shutdown-grace-period)"
+                ),
+            }
         }
         self.exec.wait_acknowledged(Duration::from_secs(2)).await;
     }
@@ -804,5 +823,30 @@ async fn write_status(
                 rx.mark_changed();
             }
         }
+    }
+}
+
+/// The part of a shutdown grace kept for removing the containers of `pods`
+/// pods after their own grace: 1 s plus 100 ms a pod (Docker removes about
+/// 20 containers a second on a small machine), at most half the grace.
+pub fn cleanup_reserve(within: Duration, pods: usize) -> Duration {
+    let per_pod =
+        Duration::from_millis(100).saturating_mul(u32::try_from(pods).unwrap_or(u32::MAX));
+    (Duration::from_secs(1) + per_pod).min(within / 2)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cleanup_reserve_grows_with_the_pods_up_to_half_the_grace() {
+        let s = Duration::from_secs;
+        assert_eq!(cleanup_reserve(s(30), 0), s(1));
+        assert_eq!(cleanup_reserve(s(30), 20), s(3));
+        assert_eq!(cleanup_reserve(s(30), 100), s(11));
+        assert_eq!(cleanup_reserve(s(30), 1000), s(15));
+        assert_eq!(cleanup_reserve(s(5), 100), Duration::from_millis(2500));
+        assert_eq!(cleanup_reserve(Duration::ZERO, 3), Duration::ZERO);
     }
 }

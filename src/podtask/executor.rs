@@ -48,6 +48,9 @@ pub struct ExecutorConfig {
     pub mem_mb: f64,
     /// Static pods every executor runs.
     pub static_pods: Vec<Pod>,
+    /// The executor's `shutdown_grace_period`: how long the agent waits
+    /// after SHUTDOWN before killing it (None: the agent's default).
+    pub shutdown_grace: Option<std::time::Duration>,
     /// The km version the executor runs (label `km-version`).
     pub version: String,
 }
@@ -61,6 +64,7 @@ impl Default for ExecutorConfig {
             cpus: DEFAULT_EXECUTOR_CPUS,
             mem_mb: DEFAULT_EXECUTOR_MEM_MB,
             static_pods: Vec::new(),
+            shutdown_grace: None,
             version: env!("CARGO_PKG_VERSION").into(),
         }
     }
@@ -137,6 +141,9 @@ impl ExecutorPrototype {
                 user: None,
             }),
             data,
+            shutdown_grace_period: cfg.shutdown_grace.map(|d| v1::DurationInfo {
+                nanoseconds: i64::try_from(d.as_nanos()).unwrap_or(i64::MAX),
+            }),
             labels: Some(v1::Labels {
                 labels: vec![v1::Label {
                     key: "km-version".into(),
@@ -243,6 +250,19 @@ mod tests {
         assert!(cmd.uris.is_empty());
         assert_eq!(info.r#type, Some(CUSTOM));
         assert_eq!(info.executor_id.value, p.id().as_str());
+    }
+
+    #[test]
+    fn the_shutdown_grace_travels_in_the_executor_info() {
+        let p = proto(&ExecutorConfig {
+            shutdown_grace: Some(std::time::Duration::from_secs(30)),
+            ..Default::default()
+        });
+        let grace = p.info_with(vec![]).shutdown_grace_period;
+        assert_eq!(grace.map(|d| d.nanoseconds), Some(30_000_000_000));
+        assert_ne!(p.id(), proto(&ExecutorConfig::default()).id());
+        let none = proto(&ExecutorConfig::default()).info_with(vec![]);
+        assert_eq!(none.shutdown_grace_period, None);
     }
 
     #[test]

@@ -1,7 +1,10 @@
 //! Ctrl-C and a second start: SIGINT with pods running stops everything
 //! (exit status 0, no process left, no container left), and `km local` on
 //! the same data dir finds the same objects and runs the Deployment's pods
-//! again.
+//! again. The pods take 4 s to finish after SIGTERM and have 8 s of grace,
+//! more than a Mesos agent's default shutdown grace (5 s): they get their
+//! time (each leaves a file in a hostPath when done), and their executor
+//! removes their containers itself, within the grace the scheduler gives it.
 
 use super::support::{
     Local, Setup, WAIT, alive, containers, eventually, exclusive, is_ready, phase,
@@ -29,14 +32,25 @@ spec:
       labels:
         app: keep
     spec:
-      terminationGracePeriodSeconds: 1
+      terminationGracePeriodSeconds: 8
+      volumes:
+      - name: out
+        hostPath: {path: OUT, type: DirectoryOrCreate}
       containers:
       - name: sleeper
         image: km-test/busybox:1
-        command: [sleep, '3600']
+        command: [sh, -c, 'trap "sleep 4; touch /out/$POD_NAME; exit 0" TERM; touch /tmp/trapped; while true; do sleep 1; done']
+        readinessProbe:
+          exec: {command: [cat, /tmp/trapped]}
+          periodSeconds: 1
+        env:
+        - name: POD_NAME
+          valueFrom: {fieldRef: {fieldPath: metadata.name}}
+        volumeMounts:
+        - {name: out, mountPath: /out}
         resources:
           requests:
-            cpu: 10m
+            cpu: 100m
             memory: 16Mi
 "#;
 
@@ -59,9 +73,12 @@ async fn ctrl_c_cleans_up_and_a_restart_keeps_the_objects() {
     let _one = exclusive().await;
     let local = Local::start(Setup::new(1)).await;
     let ns = local.namespace("keep").await;
-    local.apply(&ns, KEEP).await;
+    let out = tempfile::tempdir().unwrap();
+    let keep = KEEP.replace("OUT", &out.path().display().to_string());
+    local.apply(&ns, &keep).await;
     local.rolled_out(&ns, "keep").await;
-    assert_eq!(running(&local, &ns).await.len(), 2);
+    let running_before = running(&local, &ns).await;
+    assert_eq!(running_before.len(), 2);
     let ours = [("io.kubernetes.pod.namespace", ns.as_str())];
     assert!(!containers(false, &ours).await.is_empty());
 
@@ -107,6 +124,22 @@ async fn ctrl_c_cleans_up_and_a_restart_keeps_the_objects() {
     );
     let left = containers(true, &ours).await;
     assert!(left.is_empty(), "containers left after Ctrl-C: {left:?}");
+    let mut done: Vec<String> = std::fs::read_dir(out.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    done.sort();
+    let mut stopped = running_before.clone();
+    stopped.sort();
+    assert_eq!(
+        done, stopped,
+        "every pod finished its 4 s of cleanup after SIGTERM"
+    );
+    let said = setup.last_stderr();
+    assert!(
+        !said.contains("the executors left behind"),
+        "the executors removed their pods' containers themselves:\n{said}"
+    );
 
     // The same data dir again: the objects are there, the pods run again.
     let local = Local::start(setup).await;

@@ -185,6 +185,16 @@ impl Setup {
         }
     }
 
+    /// What the latest `km local` of this setup wrote on stderr (its
+    /// progress lines).
+    pub fn last_stderr(&self) -> String {
+        let path = self
+            .root
+            .path()
+            .join(format!("km-local.{}.stderr", self.starts));
+        std::fs::read_to_string(path).unwrap_or_default()
+    }
+
     /// The pid written in `DIR/run/<part>.pid`, if any.
     pub fn pid_of(&self, part: &str) -> Option<u32> {
         std::fs::read_to_string(self.data_dir.join("run").join(format!("{part}.pid")))
