@@ -1,15 +1,17 @@
 //! Log setup shared by every role: text or JSON on stderr, level from `-v`
 //! or `RUST_LOG`. A process that hosts several roles (`km local`) can send
 //! each role's lines to a file of its own, by the module path the line comes
-//! from ([`route`]).
+//! from ([`route`]), or, for several instances of one role, by the span the
+//! line is logged in ([`route_span`]).
 
 use std::fs::File;
 use std::io::Write;
 use std::sync::{Arc, RwLock};
 
 use clap::{Args, ValueEnum};
-use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::registry::LookupSpan as _;
+use tracing_subscriber::{EnvFilter, Registry};
 
 /// Global logging flags.
 #[derive(Args, Clone, Debug)]
@@ -62,7 +64,44 @@ fn routed(target: &str) -> Option<Arc<File>> {
         .map(|(_, f)| f.clone())
 }
 
-/// Writers by target: a routed file, else stderr.
+/// The file of a span's lines, kept in the span's extensions.
+#[derive(Clone)]
+struct SpanRoute(Arc<File>);
+
+/// Sends every line logged inside `span`, whatever its target, to `file`
+/// (lines of spawned tasks too, when they carry the span). Needs the global
+/// subscriber that [`init`] installs; without it this does nothing.
+pub fn route_span(span: &tracing::Span, file: File) {
+    SPAN_ROUTES.store(true, std::sync::atomic::Ordering::Relaxed);
+    let route = SpanRoute(Arc::new(file));
+    span.with_subscriber(|(id, dispatch)| {
+        if let Some(span) = dispatch
+            .downcast_ref::<Registry>()
+            .and_then(|registry| registry.span(id))
+        {
+            span.extensions_mut().insert(route);
+        }
+    });
+}
+
+/// Whether any span was routed (else lines skip the span lookup).
+static SPAN_ROUTES: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// The file of the innermost routed span the current line is logged in.
+fn span_routed() -> Option<Arc<File>> {
+    if !SPAN_ROUTES.load(std::sync::atomic::Ordering::Relaxed) {
+        return None;
+    }
+    tracing::Span::current()
+        .with_subscriber(|(id, dispatch)| {
+            let span = dispatch.downcast_ref::<Registry>()?.span(id)?;
+            span.scope()
+                .find_map(|s| s.extensions().get::<SpanRoute>().map(|r| r.0.clone()))
+        })
+        .flatten()
+}
+
+/// Writers by span or target: a routed file, else stderr.
 struct Routed;
 
 /// One line's destination.
@@ -94,7 +133,7 @@ impl<'a> MakeWriter<'a> for Routed {
         Sink::Stderr(std::io::stderr())
     }
     fn make_writer_for(&'a self, meta: &tracing::Metadata<'_>) -> Sink {
-        match routed(meta.target()) {
+        match span_routed().or_else(|| routed(meta.target())) {
             Some(f) => Sink::File(f),
             None => Sink::Stderr(std::io::stderr()),
         }

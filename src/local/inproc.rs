@@ -1,6 +1,6 @@
 //! Roles that `km local` runs as tasks of its own process rather than as
-//! child processes: the API server, the dev-master, the controller manager
-//! and the proxy. They share one runtime and one copy of the binary's pages,
+//! child processes: the API server, the dev-master, the agents, the
+//! controller manager and the proxy. They share one runtime and one copy of the binary's pages,
 //! which is most of what a process of km costs in memory. Each is started
 //! from the same command line a child would get, parsed by the role's own
 //! flags, so both ways of running a part accept exactly the same options.
@@ -30,6 +30,13 @@ struct DevMaster {
 }
 
 #[derive(Parser)]
+#[command(name = "km dev-agent")]
+struct DevAgent {
+    #[command(flatten)]
+    args: crate::devcluster::agent::Args,
+}
+
+#[derive(Parser)]
 #[command(name = "km controller-manager")]
 struct ControllerManager {
     #[command(flatten)]
@@ -48,13 +55,19 @@ struct Proxy {
 pub fn hostable(role: &str) -> bool {
     matches!(
         role,
-        "apiserver" | "dev-master" | "controller-manager" | "proxy"
+        "apiserver" | "dev-master" | "dev-agent" | "controller-manager" | "proxy"
     )
 }
 
-/// The run of `km <args...>` as a future of this process, stopped by `stop`.
-/// Fails, naming the flag, when the command line does not parse.
-pub fn role(args: &[String], stop: CancellationToken) -> anyhow::Result<RoleRun> {
+/// The run of `km <args...>` as a future of this process, stopped by `stop`
+/// (an agent also by `drain`, which shuts its executors down first, as
+/// SIGUSR1 does to a dev-agent process). Fails, naming the flag, when the
+/// command line does not parse.
+pub fn role(
+    args: &[String],
+    stop: CancellationToken,
+    drain: CancellationToken,
+) -> anyhow::Result<RoleRun> {
     let Some(name) = args.first() else {
         bail!("an empty command line");
     };
@@ -68,6 +81,10 @@ pub fn role(args: &[String], stop: CancellationToken) -> anyhow::Result<RoleRun>
         "dev-master" => {
             let a = DevMaster::try_parse_from(argv()).with_context(what)?.args;
             Box::pin(crate::devcluster::master::run(a, stop))
+        }
+        "dev-agent" => {
+            let a = DevAgent::try_parse_from(argv()).with_context(what)?.args;
+            Box::pin(crate::devcluster::agent::serve(a, stop, drain))
         }
         "controller-manager" => {
             let a = ControllerManager::try_parse_from(argv())
@@ -94,12 +111,14 @@ mod tests {
     #[test]
     fn hostable_roles_parse_their_own_flags() {
         let stop = CancellationToken::new();
-        assert!(role(&words("dev-master --port 0"), stop.clone()).is_ok());
-        let err = role(&words("dev-master --no-such-flag"), stop.clone())
+        let role = |line: &str| role(&words(line), stop.clone(), stop.clone());
+        assert!(role("dev-master --port 0").is_ok());
+        assert!(role("dev-agent --master 127.0.0.1:5050").is_ok());
+        let err = role("dev-master --no-such-flag")
             .err()
             .expect("an unknown flag is refused");
         assert!(format!("{err:#}").contains("--no-such-flag"), "{err:#}");
-        assert!(role(&words("scheduler"), stop).is_err());
-        assert!(hostable("proxy") && !hostable("dev-agent") && !hostable("scheduler"));
+        assert!(role("scheduler").is_err());
+        assert!(hostable("proxy") && hostable("dev-agent") && !hostable("scheduler"));
     }
 }

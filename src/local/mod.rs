@@ -5,9 +5,9 @@
 //! ([`plan`]): km apiserver (state under `--data-dir`), km dev-master,
 //! `--agents` km dev-agents (whose executors run pods on Docker), km
 //! scheduler as `default-scheduler`, km controller-manager with the workload
-//! controllers, and km proxy. The agents and the scheduler are child
-//! processes of this same binary; the other roles run inside km local's
-//! process ([`inproc`]), each logging to its own file. A part that dies is
+//! controllers, and km proxy. The scheduler is a child process of this same
+//! binary; the other roles run inside km local's process ([`inproc`]), each
+//! logging to its own file, and the agents' executors are its children. A part that dies is
 //! restarted ([`supervisor`]); Ctrl-C or SIGTERM stops them in reverse
 //! order, the agents draining first so that every pod's containers are
 //! removed. The API objects stay in the data directory: a second
@@ -294,6 +294,13 @@ fn route_logs(layout: &Layout, parts: &[plan::Part]) -> anyhow::Result<()> {
             "dev-master" => "km::devcluster::master",
             "controller-manager" => "km::controller",
             "proxy" => "km::proxy",
+            // Lines of an agent's own tasks follow its span (see
+            // `Supervisor`); those of tasks that do not carry it, such as
+            // the executor API's connections, go here when there is one
+            // agent, to local.log when there are several.
+            "dev-agent" if parts.iter().filter(|q| q.stop == plan::Stop::Drain).count() == 1 => {
+                "km::devcluster::agent"
+            }
             _ => continue,
         };
         crate::logging::route(target, open(&p.name)?);

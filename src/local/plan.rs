@@ -2,11 +2,11 @@
 //! each with its command line, where it runs, how to tell it is ready and
 //! how to stop it. Pure: the supervisor runs the plan, the tests read it.
 //!
-//! The API server, the dev-master, the controller manager and the proxy run
-//! inside km local's own process ([`Host::InProcess`]). The agents and the
-//! scheduler are child processes: an agent's executors are its children and
-//! it drains them on SIGUSR1, and the scheduler must stand being killed and
-//! restarted on its own, as on a real cluster.
+//! The API server, the dev-master, the agents, the controller manager and
+//! the proxy run inside km local's own process ([`Host::InProcess`]), so
+//! they share one copy of the binary's pages; the executors the agents
+//! start are km local's children. The scheduler is a child process: it must
+//! stand being killed and restarted on its own, as on a real cluster.
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -79,7 +79,8 @@ pub enum Ready {
 pub enum Stop {
     /// SIGTERM.
     Term,
-    /// SIGUSR1: an agent shuts down its executors (and their pods) first.
+    /// Drain: an agent shuts down its executors (and their pods) first
+    /// (SIGUSR1 for a dev-agent process, its drain token in process).
     Drain,
 }
 
@@ -250,7 +251,7 @@ pub fn parts_on(
         out.push(Part {
             name: format!("agent-{i}"),
             args: a,
-            host: Host::Child,
+            host: Host::InProcess,
             ready: Ready::AgentRegistered {
                 state_url: format!("{master_url}/state"),
                 hostname: name.clone(),
@@ -425,9 +426,9 @@ mod tests {
     }
 
     #[test]
-    fn agents_and_the_scheduler_are_processes_the_rest_runs_inside_km_local() {
+    fn the_scheduler_is_a_process_the_rest_runs_inside_km_local() {
         for p in plan(&["--agents", "2"]) {
-            let child = p.name.starts_with("agent-") || p.name == "scheduler";
+            let child = p.name == "scheduler";
             assert_eq!(p.host == Host::Child, child, "{}", p.name);
             assert_eq!(
                 p.host == Host::InProcess,

@@ -2,8 +2,10 @@
 //! its own (so the Ctrl-C meant for `km local` does not reach it and stop it
 //! out of order), with its output appended to its log file and its pid in
 //! its pid file. An in-process part is the role's run as a task of km local,
-//! with a stop token of its own; its log lines are routed to its log file by
-//! their target ([`crate::logging::route`]). A part that ends while km local
+//! with stop and drain tokens of its own; its log lines are routed to its
+//! log file by their target ([`crate::logging::route`]), an agent's by the
+//! span its tasks carry ([`crate::logging::route_span`]), since several
+//! agents share their targets. A part that ends while km local
 //! runs is restarted with backoff; stopping stops the parts in reverse start
 //! order (a signal, or the part's stop token) and waits for each.
 
@@ -17,6 +19,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 use super::inproc;
 use super::plan::{Host, Layout, Part, Ready, Stop};
@@ -58,6 +61,7 @@ enum Handle {
     },
     Task {
         stop: CancellationToken,
+        drain: CancellationToken,
         abort: tokio::task::AbortHandle,
     },
 }
@@ -177,8 +181,22 @@ impl Supervisor {
     fn spawn_task(&self, index: usize, generation: u64) -> anyhow::Result<Handle> {
         let part = &self.parts[index];
         let stop = CancellationToken::new();
-        let run = inproc::role(&part.args, stop.clone())?;
-        let task = tokio::spawn(run);
+        let drain = CancellationToken::new();
+        let run = inproc::role(&part.args, stop.clone(), drain.clone())?;
+        let span = if part.stop == Stop::Drain {
+            let span = tracing::info_span!("agent", part = %part.name);
+            let log_path = self.layout.log(&part.name);
+            let log = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&log_path)
+                .with_context(|| format!("cannot open {}", log_path.display()))?;
+            crate::logging::route_span(&span, log);
+            span
+        } else {
+            tracing::Span::none()
+        };
+        let task = tokio::spawn(run.instrument(span));
         let abort = task.abort_handle();
         let tx = self.exits_tx.clone();
         tokio::spawn(async move {
@@ -194,7 +212,7 @@ impl Supervisor {
                 status,
             });
         });
-        Ok(Handle::Task { stop, abort })
+        Ok(Handle::Task { stop, drain, abort })
     }
 
     /// Waits until part `index` is ready, or fails naming why (with the end
@@ -326,7 +344,10 @@ impl Supervisor {
                     };
                     send_signal(signal, &[pid.to_string()]);
                 }
-                Handle::Task { stop, .. } => stop.cancel(),
+                Handle::Task { stop, drain, .. } => match self.parts[index].stop {
+                    Stop::Term => stop.cancel(),
+                    Stop::Drain => drain.cancel(),
+                },
             }
             let clean = self.wait_exit(index, grace).await;
             if !clean {

@@ -49,6 +49,7 @@ use backon::BackoffBuilder;
 use futures::StreamExt;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 pub use flags::Args;
 
@@ -59,8 +60,38 @@ use master::MasterClient;
 use sandbox::Layout;
 use state::{Agent, Config, Input};
 
-/// Runs the agent until `shutdown` is cancelled.
+/// Runs the agent as a process of its own: until `shutdown` is cancelled,
+/// or until SIGUSR1 has drained it (as for mesos-agent: stop for good,
+/// shutting down every executor, and so every task, first).
 pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let drain = CancellationToken::new();
+    let drain_signal = tokio::spawn({
+        let drain = drain.clone();
+        async move {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1()) {
+                Ok(mut usr1) => {
+                    if usr1.recv().await.is_some() {
+                        tracing::info!("SIGUSR1: draining the agent");
+                        drain.cancel();
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot listen for SIGUSR1; draining is off"),
+            }
+        }
+    });
+    let result = serve(args, shutdown, drain).await;
+    drain_signal.abort();
+    result
+}
+
+/// Runs the agent until `shutdown` is cancelled, or until `drain` is and
+/// every executor has been shut down. The tasks it spawns carry the
+/// caller's tracing span (km local routes each agent's lines by it).
+pub async fn serve(
+    args: Args,
+    shutdown: CancellationToken,
+    drain: CancellationToken,
+) -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     std::fs::create_dir_all(&args.work_dir)
         .with_context(|| format!("--work-dir: cannot create {}", args.work_dir.display()))?;
@@ -150,6 +181,7 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<()> 
                 .with_graceful_shutdown(stop.cancelled_owned())
                 .await
         }
+        .in_current_span()
     });
     tracing::info!(
         endpoint = %endpoint,
@@ -157,27 +189,9 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<()> 
         agent_id = ?agent_id,
         "km dev-agent serving the executor API"
     );
-    let session = tokio::spawn(session(client, tx));
+    let session = tokio::spawn(session(client, tx).in_current_span());
 
-    // SIGUSR1, as for mesos-agent: stop for good, shutting down every
-    // executor (and so every task) first.
-    let drain = CancellationToken::new();
-    let drain_signal = tokio::spawn({
-        let drain = drain.clone();
-        async move {
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1()) {
-                Ok(mut usr1) => {
-                    if usr1.recv().await.is_some() {
-                        tracing::info!("SIGUSR1: draining the agent");
-                        drain.cancel();
-                    }
-                }
-                Err(e) => tracing::warn!(error = %e, "cannot listen for SIGUSR1; draining is off"),
-            }
-        }
-    });
     agent.run(rx, calls_rx, shutdown, drain).await;
-    drain_signal.abort();
 
     session.abort();
     server_stop.cancel();

@@ -36,6 +36,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use axum::http::StatusCode;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
+use tracing::Instrument as _;
 
 use super::cgroups::{CgroupManager, ContainerCgroup, Limits};
 use super::checkpoint::{self, ExecutorCheckpoint};
@@ -549,10 +550,13 @@ impl Agent {
 
     fn after(&self, delay: Duration, timer: Timer) {
         let tx = self.tx.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(delay).await;
-            let _ = tx.send(Input::Timer(timer));
-        });
+        tokio::spawn(
+            async move {
+                tokio::time::sleep(delay).await;
+                let _ = tx.send(Input::Timer(timer));
+            }
+            .in_current_span(),
+        );
     }
 
     // ----- the master -------------------------------------------------------
@@ -589,11 +593,14 @@ impl Agent {
             return;
         };
         let client = self.master.clone();
-        tokio::spawn(async move {
-            if let Err(e) = client.call(&agent_id, &call).await {
-                tracing::debug!(error = %e, "call to the master failed");
+        tokio::spawn(
+            async move {
+                if let Err(e) = client.call(&agent_id, &call).await {
+                    tracing::debug!(error = %e, "call to the master failed");
+                }
             }
-        });
+            .in_current_span(),
+        );
     }
 
     fn agent_call(&self, ty: agent_call::Type) -> AgentCall {
@@ -1229,7 +1236,7 @@ impl Agent {
         let Some(command) = command else { return };
         let tx = self.tx.clone();
         let http = self.http.clone();
-        tokio::spawn(launch(container_id, dir, command, env, cgroup, http, tx));
+        tokio::spawn(launch(container_id, dir, command, env, cgroup, http, tx).in_current_span());
     }
 
     fn launched(&mut self, container: &str, pid: u32, start: Option<u64>) {
@@ -2054,18 +2061,21 @@ fn watch_adopted(
     container: String,
     core: mpsc::UnboundedSender<Input>,
 ) {
-    tokio::spawn(async move {
-        while process::is_running(pid, start) {
-            if core.is_closed() {
-                return;
+    tokio::spawn(
+        async move {
+            while process::is_running(pid, start) {
+                if core.is_closed() {
+                    return;
+                }
+                tokio::time::sleep(ADOPTED_POLL).await;
             }
-            tokio::time::sleep(ADOPTED_POLL).await;
+            let _ = core.send(Input::Exited {
+                container,
+                status: None,
+            });
         }
-        let _ = core.send(Input::Exited {
-            container,
-            status: None,
-        });
-    });
+        .in_current_span(),
+    );
 }
 
 /// Prepares the sandbox, fetches, starts the process, puts it into its
