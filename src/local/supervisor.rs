@@ -145,14 +145,19 @@ impl Supervisor {
         Ok(())
     }
 
-    fn spawn_child(&self, index: usize, generation: u64) -> anyhow::Result<Handle> {
-        let part = &self.parts[index];
-        let log_path = self.layout.log(&part.name);
-        let log = OpenOptions::new()
+    /// Part `name`'s log file, opened for appending.
+    fn open_log(&self, name: &str) -> anyhow::Result<std::fs::File> {
+        let path = self.layout.log(name);
+        OpenOptions::new()
             .create(true)
             .append(true)
-            .open(&log_path)
-            .with_context(|| format!("cannot open {}", log_path.display()))?;
+            .open(&path)
+            .with_context(|| format!("cannot open {}", path.display()))
+    }
+
+    fn spawn_child(&self, index: usize, generation: u64) -> anyhow::Result<Handle> {
+        let part = &self.parts[index];
+        let log = self.open_log(&part.name)?;
         let mut child = tokio::process::Command::new(&self.km)
             .args(&part.args)
             .stdin(Stdio::null())
@@ -185,13 +190,7 @@ impl Supervisor {
         let run = inproc::role(&part.args, stop.clone(), drain.clone())?;
         let span = if part.stop == Stop::Drain {
             let span = tracing::info_span!("agent", part = %part.name);
-            let log_path = self.layout.log(&part.name);
-            let log = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&log_path)
-                .with_context(|| format!("cannot open {}", log_path.display()))?;
-            crate::logging::route_span(&span, log);
+            crate::logging::route_span(&span, self.open_log(&part.name)?);
             span
         } else {
             tracing::Span::none()
