@@ -102,7 +102,7 @@ fn round_trip_report(n: usize) {
             let call = AgentCall {
                 r#type: Some(agent_call::Type::Update as i32),
                 agent_id: Some(v1::AgentId { value: agent_id.clone() }),
-                update: Some(agent_call::Update { framework_id: framework_id.clone(), status }),
+                update: Some(agent_call::Update { framework_id: framework_id.clone(), status, latest_state: None }),
                 ..Default::default()
             };
             let t0 = Instant::now();

@@ -618,12 +618,16 @@ impl Agent {
             state = state_of(&status).as_str_name(),
             "forwarding a status update"
         );
+        let latest_state = self
+            .updates
+            .latest_state(&StreamKey::of(framework_id, &status));
         self.post(AgentCall {
             update: Some(agent_call::Update {
                 framework_id: v1::FrameworkId {
                     value: framework_id.to_owned(),
                 },
                 status,
+                latest_state,
             }),
             ..self.agent_call(agent_call::Type::Update)
         });
@@ -679,6 +683,14 @@ impl Agent {
                     };
                     if !self.executors[&c].send(e) {
                         tracing::warn!(container = %c, "dropping a framework message: the executor is not subscribed");
+                    }
+                }
+            }
+            Some(Type::UpdateFramework) => {
+                if let Some(u) = ev.update_framework {
+                    let fw = u.framework_id.value;
+                    for (_, status) in self.updates.resend_framework(&fw, Instant::now()) {
+                        self.forward(&fw, status);
                     }
                 }
             }

@@ -10,6 +10,12 @@
 //! uuid seen before is a duplicate and dropped. Acknowledgements for any
 //! other uuid are ignored.
 //!
+//! As in Mesos, every send also carries the state of the stream's newest
+//! update (`latest_state`), so the master knows a task's state while the
+//! framework is away; and when the master says a framework subscribed again
+//! (UPDATE_FRAMEWORK), that framework's updates in flight are sent at once
+//! and their backoff starts over.
+//!
 //! The types here are pure state; the agent drives them with its clock.
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
@@ -212,6 +218,27 @@ impl Updates {
             .collect()
     }
 
+    /// Every update in flight of `framework_id`, to be sent again now (the
+    /// framework subscribed again, as Mesos's agent does on
+    /// UpdateFrameworkMessage).
+    pub fn resend_framework(
+        &mut self,
+        framework_id: &str,
+        now: Instant,
+    ) -> Vec<(StreamKey, v1::TaskStatus)> {
+        self.streams
+            .iter_mut()
+            .filter(|(k, _)| k.framework_id == framework_id)
+            .filter_map(|(k, s)| s.resend(now).map(|st| (k.clone(), st)))
+            .collect()
+    }
+
+    /// The state of the newest update of `key`'s stream (queued or in
+    /// flight), if any is pending.
+    pub fn latest_state(&self, key: &StreamKey) -> Option<i32> {
+        self.streams.get(key)?.pending.back().map(|s| s.state)
+    }
+
     /// The earliest retry time.
     pub fn deadline(&self) -> Option<Instant> {
         self.streams.values().filter_map(|s| s.deadline()).min()
@@ -282,6 +309,39 @@ mod tests {
         }
         assert!(s.is_finished());
         assert_eq!(s.deadline(), None);
+    }
+
+    #[test]
+    fn a_failover_resends_that_framework_s_updates_now_with_the_latest_state() {
+        let t0 = Instant::now();
+        let mut u = Updates::default();
+        let key = |fw: &str, task: &str| StreamKey {
+            framework_id: fw.into(),
+            task_id: task.into(),
+        };
+        let starting = status("a", TaskState::TaskStarting, 1);
+        let _ = u.push(key("f", "a"), starting.clone(), t0);
+        let _ = u.push(key("f", "a"), status("a", TaskState::TaskRunning, 2), t0);
+        let _ = u.push(key("g", "b"), status("b", TaskState::TaskRunning, 3), t0);
+        assert_eq!(
+            u.latest_state(&key("f", "a")),
+            Some(TaskState::TaskRunning as i32),
+            "the queued RUNNING is the task's latest state"
+        );
+        // Some retries later, the backoff has grown.
+        let late = t0 + RETRY_MIN * 5;
+        let _ = u.due(t0 + RETRY_MIN);
+        let _ = u.due(t0 + RETRY_MIN * 3);
+        assert!(u.stream(&key("f", "a")).unwrap().deadline().unwrap() > late + RETRY_MIN);
+        let resent = u.resend_framework("f", late);
+        assert_eq!(resent, vec![(key("f", "a"), starting)]);
+        assert_eq!(
+            u.stream(&key("f", "a")).unwrap().deadline(),
+            Some(late + RETRY_MIN),
+            "the backoff starts over"
+        );
+        assert!(u.resend_framework("h", late).is_empty());
+        assert_eq!(u.latest_state(&key("h", "c")), None);
     }
 
     #[test]

@@ -483,7 +483,7 @@ pub async fn agent(
     }
     match ty {
         agent_call::Type::Update => match call.update {
-            Some(u) => m.status_update(&u.framework_id.value, &agent_id, u.status),
+            Some(u) => m.status_update(&u.framework_id.value, &agent_id, u.status, u.latest_state),
             None => return text(400, "Expecting 'update' to be present"),
         },
         agent_call::Type::ExecutorExited => match call.executor_exited {
@@ -562,9 +562,7 @@ pub async fn state(State(app): State<Arc<App>>) -> Response {
         .values()
         .map(|f| {
             let task_json = |t: &super::state::Task| {
-                let state = crate::mesos::proto::v1::TaskState::try_from(t.status.state)
-                    .map(|s| s.as_str_name().to_string())
-                    .unwrap_or_default();
+                let state = t.state().as_str_name();
                 json!({"id": t.info.task_id.value, "name": t.info.name, "agent_id": t.agent_id,
                        "executor_id": t.executor_id, "state": state})
             };

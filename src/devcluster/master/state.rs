@@ -3,7 +3,7 @@
 //! updates the books and sends events down the connections' channels, so the
 //! whole master is testable without a network.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
@@ -124,8 +124,11 @@ pub struct Task {
     pub agent_id: String,
     /// As launched.
     pub info: v1::TaskInfo,
-    /// Latest status.
+    /// The latest status the framework was sent.
     pub status: v1::TaskStatus,
+    /// The state of the newest update the agent holds for the task, when it
+    /// is ahead of `status` (queued behind an unacknowledged one).
+    pub latest_state: Option<TaskState>,
     /// Executor id (the task id for command tasks).
     pub executor_id: String,
     /// Whether the terminal update was acknowledged (then the task is forgotten).
@@ -133,8 +136,13 @@ pub struct Task {
 }
 
 impl Task {
-    fn state(&self) -> TaskState {
-        TaskState::try_from(self.status.state).unwrap_or(TaskState::TaskStaging)
+    /// The task's state as far as the master knows: the newest the agent
+    /// reported, even if the framework has not seen it yet (as Mesos's
+    /// `Task.state`); resources are freed once it is terminal.
+    pub fn state(&self) -> TaskState {
+        self.latest_state.unwrap_or_else(|| {
+            TaskState::try_from(self.status.state).unwrap_or(TaskState::TaskStaging)
+        })
     }
 }
 
@@ -356,6 +364,7 @@ impl Master {
             old.failover_deadline = None;
             old.conn = Some(conn.clone());
             self.discard_offers_of(&id);
+            self.tell_agents_framework_updated(&id);
         } else {
             self.frameworks.insert(
                 id.clone(),
@@ -379,6 +388,30 @@ impl Master {
         conn.send(&event(event::Type::Heartbeat));
         self.count("frameworks_subscribed");
         Some(id)
+    }
+
+    /// UPDATE_FRAMEWORK to every agent running tasks of `framework_id`, so
+    /// that they resend its unacknowledged updates now instead of at their
+    /// next retry (Mesos sends UpdateFrameworkMessage on re-registration).
+    fn tell_agents_framework_updated(&self, framework_id: &str) {
+        let agents: BTreeSet<&str> = self
+            .tasks
+            .values()
+            .filter(|t| t.framework_id == framework_id)
+            .map(|t| t.agent_id.as_str())
+            .collect();
+        let e = AgentEvent {
+            r#type: Some(agent_event::Type::UpdateFramework as i32),
+            update_framework: Some(agent_event::UpdateFramework {
+                framework_id: v1::FrameworkId {
+                    value: framework_id.into(),
+                },
+            }),
+            ..Default::default()
+        };
+        for agent_id in agents {
+            self.send_agent(agent_id, &e);
+        }
     }
 
     /// The subscription stream with `stream_id` closed.
@@ -1060,6 +1093,7 @@ impl Master {
                 agent_id: agent_id.into(),
                 info: t.clone(),
                 status,
+                latest_state: None,
                 executor_id,
                 terminal_uuid: None,
             },
@@ -1127,12 +1161,15 @@ impl Master {
         self.send(framework_id, &e);
     }
 
-    /// A status update from an agent (or a hollow agent), forwarded to the framework.
+    /// A status update from an agent (or a hollow agent), forwarded to the
+    /// framework. `latest_state` is the state of the newest update the agent
+    /// holds for the task, when it says.
     pub fn status_update(
         &mut self,
         framework_id: &str,
         agent_id: &str,
         mut status: v1::TaskStatus,
+        latest_state: Option<i32>,
     ) {
         let key = (framework_id.to_string(), status.task_id.value.clone());
         status.agent_id = Some(v1::AgentId {
@@ -1152,6 +1189,9 @@ impl Master {
                 t.terminal_uuid = status.uuid.clone();
             }
             t.status = status.clone();
+            t.latest_state = latest_state
+                .and_then(|l| TaskState::try_from(l).ok())
+                .filter(|l| *l as i32 != t.status.state);
         }
         self.count("status_updates");
         self.send_update(framework_id, status);
@@ -1213,7 +1253,7 @@ impl Master {
         );
         if hollow {
             let status = hollow_status(t, TaskState::TaskKilled);
-            self.status_update(framework_id, &agent_id, status);
+            self.status_update(framework_id, &agent_id, status, None);
             return;
         }
         let e = AgentEvent {
@@ -1260,7 +1300,7 @@ impl Master {
                 .map(|t| hollow_status(t, TaskState::TaskKilled))
                 .collect();
             for status in running {
-                self.status_update(framework_id, &agent_id, status);
+                self.status_update(framework_id, &agent_id, status, None);
             }
             self.executor_exited(&agent_id, framework_id, &s.executor_id.value, Some(0));
             return;
@@ -1409,6 +1449,7 @@ impl Master {
                     agent_id: id.clone(),
                     info: t.clone(),
                     status,
+                    latest_state: None,
                     executor_id: re.executor.executor_id.value.clone(),
                     terminal_uuid: None,
                 });
@@ -1607,7 +1648,7 @@ impl Master {
                 }
                 let agent = t.agent_id.clone();
                 let s = hollow_status(t, TaskState::TaskRunning);
-                self.status_update(&framework_id, &agent, s);
+                self.status_update(&framework_id, &agent, s, None);
             }
         }
     }

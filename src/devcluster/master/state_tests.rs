@@ -32,6 +32,12 @@ fn conn(stream: &str) -> (Conn, UnboundedReceiver<Bytes>) {
 }
 
 fn drain(rx: &mut UnboundedReceiver<Bytes>) -> Vec<Event> {
+    drain_as(rx)
+}
+
+fn drain_as<M: prost::Message + prost::Name + Default>(
+    rx: &mut UnboundedReceiver<Bytes>,
+) -> Vec<M> {
     let mut out = Vec::new();
     while let Ok(b) = rx.try_recv() {
         let mut buf = bytes::BytesMut::from(&b[..]);
@@ -41,7 +47,7 @@ fn drain(rx: &mut UnboundedReceiver<Bytes>) -> Vec<Event> {
         )
         .unwrap()
         .unwrap();
-        out.push(Encoding::Protobuf.decode::<Event>(&rec).unwrap());
+        out.push(Encoding::Protobuf.decode::<M>(&rec).unwrap());
     }
     out
 }
@@ -412,6 +418,73 @@ fn agent_removal_loses_tasks_and_tells_frameworks() {
     assert_eq!(u[0].reason, Some(Reason::AgentRemoved as i32));
     assert!(types(&ev).contains(&event::Type::Failure));
     assert!(m.agents.is_empty());
+}
+
+#[test]
+fn the_agent_latest_state_shows_and_a_failover_asks_for_pending_updates() {
+    let mut m = master();
+    let (ac, mut arx) = conn("agent-conn");
+    let info = v1::AgentInfo {
+        hostname: "real".into(),
+        resources: parse_resources("cpus:2;mem:512").unwrap(),
+        ..Default::default()
+    };
+    let agent = m.register_agent(info, vec![], Some(ac), AgentKind::Real);
+    let (c, mut rx) = conn("s1");
+    let fid = m.subscribe(None, framework("f", &[]), c).unwrap();
+    let now = Instant::now();
+    m.allocate(now);
+    let o = offers(&drain(&mut rx)).remove(0);
+    m.accept(&fid, launch(&o, vec![task("t1", &agent, "cpus:1")]), now);
+    let key = (fid.clone(), "t1".to_string());
+    let status = |state: TaskState| v1::TaskStatus {
+        task_id: v1::TaskId { value: "t1".into() },
+        state: state as i32,
+        uuid: Some(vec![1; 16]),
+        ..Default::default()
+    };
+
+    // STARTING in flight, RUNNING queued behind it at the agent.
+    m.status_update(
+        &fid,
+        &agent,
+        status(TaskState::TaskStarting),
+        Some(TaskState::TaskRunning as i32),
+    );
+    assert_eq!(
+        updates(&drain(&mut rx))[0].state,
+        TaskState::TaskStarting as i32
+    );
+    assert_eq!(m.tasks[&key].state(), TaskState::TaskRunning);
+
+    // A failover: the agent is asked to resend what it holds.
+    drain_as::<AgentEvent>(&mut arx);
+    let (c2, _rx2) = conn("s2");
+    m.subscribe(Some(&fid), framework("f", &[]), c2).unwrap();
+    let asked: Vec<_> = drain_as::<AgentEvent>(&mut arx)
+        .into_iter()
+        .filter_map(|e| e.update_framework)
+        .map(|u| u.framework_id.value)
+        .collect();
+    assert_eq!(asked, vec![fid.clone()]);
+
+    // A terminal latest state frees the task's resources before the
+    // framework hears of it.
+    m.status_update(
+        &fid,
+        &agent,
+        status(TaskState::TaskRunning),
+        Some(TaskState::TaskFinished as i32),
+    );
+    assert_eq!(m.tasks[&key].state(), TaskState::TaskFinished);
+    assert_eq!(
+        m.available_by_agent()[&agent].scalar("cpus"),
+        2.0,
+        "a finished task holds no cpus"
+    );
+    // Without a latest state, the update's own state is the task's.
+    m.status_update(&fid, &agent, status(TaskState::TaskRunning), None);
+    assert_eq!(m.tasks[&key].state(), TaskState::TaskRunning);
 }
 
 #[test]
