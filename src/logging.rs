@@ -165,6 +165,21 @@ pub fn init_with(args: &LogArgs, colours: bool) {
     };
 }
 
+/// A lighter subscriber for a process that logs a few lines and lives long
+/// (the executor's supervisor): info and above on stderr, no `RUST_LOG`
+/// filter, no routing. Every page of code a process touches stays resident
+/// for its lifetime, so this one stays small.
+pub fn init_plain(format: LogFormat) {
+    let builder = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::INFO)
+        .with_writer(std::io::stderr)
+        .with_ansi(false);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -100,6 +100,9 @@ enum Role {
 
 fn main() -> ExitCode {
     let args = km::dispatch::normalize_args(std::env::args_os().collect());
+    if km::executor::supervise::is_lean_supervisor(&args) {
+        return km::executor::supervise::lean_main(&args);
+    }
     let cli = match Cli::try_parse_from(&args) {
         Ok(cli) => cli,
         Err(e) => return usage_error(e, &args),

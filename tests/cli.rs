@@ -296,3 +296,25 @@ fn km_local_refuses_a_data_dir_it_cannot_create() {
     assert!(err.contains("--data-dir"), "{err}");
     assert!(err.contains("cannot create it"), "{err}");
 }
+
+/// Under an agent's environment, a flag the executor does not know ends the
+/// supervisor at once with exit status 2, the flag named; the worker is not
+/// started again and again.
+#[test]
+fn a_bad_executor_flag_is_named_and_not_retried() {
+    let sandbox = tempfile::tempdir().unwrap();
+    let (code, _, err) = run(km()
+        .args(["executor", "--no-such-flag"])
+        .env("MESOS_FRAMEWORK_ID", "f")
+        .env("MESOS_EXECUTOR_ID", "e")
+        .env("MESOS_AGENT_ENDPOINT", "127.0.0.1:1")
+        .env("MESOS_DIRECTORY", sandbox.path()));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--no-such-flag"), "{err}");
+    assert!(err.contains("rejected its command line"), "{err}");
+    assert_eq!(
+        err.matches("executor worker started").count(),
+        1,
+        "started once: {err}"
+    );
+}
