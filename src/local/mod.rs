@@ -143,6 +143,29 @@ fn data_dir(args: &Args) -> anyhow::Result<PathBuf> {
 }
 
 /// A progress line on stderr.
+/// SIGUSR1 drains a dev-agent process; sent to km local, whose agents run
+/// inside it, it would end the process without stopping anything. Say so
+/// instead, and name the signals that do stop km local.
+fn ignore_agent_drain_signal(stop: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut usr1) = signal(SignalKind::user_defined1()) else {
+        return;
+    };
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                got = usr1.recv() => {
+                    if got.is_none() {
+                        return;
+                    }
+                    say("SIGUSR1 ignored: km local stops everything, agents drained first, on Ctrl-C or SIGTERM");
+                }
+            }
+        }
+    });
+}
+
 fn say(line: impl std::fmt::Display) {
     eprintln!("km local: {line}");
 }
@@ -193,6 +216,8 @@ pub async fn run(args: Args, stop: CancellationToken) -> anyhow::Result<()> {
     preflight::ports(&ports)?;
     let docker = preflight::docker().await?;
     say(format!("{docker}; data in {}", root.display()));
+
+    ignore_agent_drain_signal(stop.clone());
 
     let km = std::env::current_exe().context("cannot find this km binary")?;
     let hostname = args

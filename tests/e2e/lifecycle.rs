@@ -5,9 +5,10 @@
 //! more than a Mesos agent's default shutdown grace (5 s): they get their
 //! time (each leaves a file in a hostPath when done), and their executor
 //! removes their containers itself, within the grace the scheduler gives it.
+//! Before that, a SIGUSR1 (a dev-agent's drain signal) leaves km local running.
 
 use super::support::{
-    Local, Setup, WAIT, alive, containers, eventually, exclusive, is_ready, phase,
+    Local, Setup, WAIT, alive, containers, eventually, exclusive, is_ready, phase, signal_pid,
 };
 
 const KEEP: &str = r#"
@@ -111,6 +112,18 @@ async fn ctrl_c_cleans_up_and_a_restart_keeps_the_objects() {
     let mut pids: Vec<u32> = parts.iter().map(|(_, p)| *p).collect();
     pids.extend(&executors);
     pids.push(local.pid);
+    // SIGUSR1, a dev-agent's drain signal, does not end km local: it says
+    // which signals do.
+    signal_pid(local.pid, "USR1").await;
+    eventually("km local answers SIGUSR1", WAIT, || async {
+        let said = local.setup().last_stderr();
+        if said.contains("SIGUSR1 ignored") {
+            Ok(())
+        } else {
+            Err(said)
+        }
+    })
+    .await;
     for p in &pids {
         assert!(alive(*p), "pid {p} runs before Ctrl-C");
     }
