@@ -81,8 +81,8 @@ enum Role {
     Proxy(Box<km::proxy::Args>),
     /// The whole system on one machine: API server, Mesos master and agents, scheduler, controllers, proxy.
     ///
-    /// Starts each role in order (the agents and the scheduler as child
-    /// processes of this binary, the others inside this process), waits
+    /// Starts each role in order (the scheduler as a child process of this
+    /// binary, the others inside this process), waits
     /// until each is ready, writes DATA_DIR/kubeconfig and prints how to use
     /// it. Pods run on the local Docker. A role that dies is restarted;
     /// Ctrl-C stops everything in reverse order, pods and their containers
