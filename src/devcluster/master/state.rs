@@ -140,9 +140,12 @@ impl Task {
     /// reported, even if the framework has not seen it yet (as Mesos's
     /// `Task.state`); resources are freed once it is terminal.
     pub fn state(&self) -> TaskState {
-        self.latest_state.unwrap_or_else(|| {
-            TaskState::try_from(self.status.state).unwrap_or(TaskState::TaskStaging)
-        })
+        self.latest_state.unwrap_or_else(|| self.reported_state())
+    }
+
+    /// The state the framework was last sent.
+    fn reported_state(&self) -> TaskState {
+        TaskState::try_from(self.status.state).unwrap_or(TaskState::TaskStaging)
     }
 }
 
@@ -1511,7 +1514,9 @@ impl Master {
         let lost: Vec<(String, String)> = self
             .tasks
             .iter()
-            .filter(|(_, t)| t.agent_id == agent_id && !is_terminal(t.state()))
+            // Lost as far as the framework knows: an ending it has not been
+            // sent yet is lost with the agent's connection.
+            .filter(|(_, t)| t.agent_id == agent_id && !is_terminal(t.reported_state()))
             .filter(|(_, t)| {
                 self.frameworks
                     .get(&t.framework_id)

@@ -59,6 +59,21 @@ fn types(events: &[Event]) -> Vec<event::Type> {
         .collect()
 }
 
+/// A connected real agent ("real", cpus:2;mem:512) on the connection
+/// "agent-conn": its id and its event channel.
+fn real_agent(m: &mut Master) -> (String, UnboundedReceiver<Bytes>) {
+    let (ac, arx) = conn("agent-conn");
+    let info = v1::AgentInfo {
+        hostname: "real".into(),
+        resources: parse_resources("cpus:2;mem:512").unwrap(),
+        ..Default::default()
+    };
+    (
+        m.register_agent(info, vec![], Some(ac), AgentKind::Real),
+        arx,
+    )
+}
+
 fn framework(name: &str, caps: &[i32]) -> v1::FrameworkInfo {
     v1::FrameworkInfo {
         user: "root".into(),
@@ -391,13 +406,7 @@ fn failover_keeps_the_framework_and_its_tasks() {
 #[test]
 fn agent_removal_loses_tasks_and_tells_frameworks() {
     let mut m = master();
-    let (ac, _arx) = conn("agent-conn");
-    let info = v1::AgentInfo {
-        hostname: "real".into(),
-        resources: parse_resources("cpus:2;mem:512").unwrap(),
-        ..Default::default()
-    };
-    let agent = m.register_agent(info, vec![], Some(ac), AgentKind::Real);
+    let (agent, _arx) = real_agent(&mut m);
     let (c, mut rx) = conn("s1");
     let mut fw = framework("f", &[CAP_PARTITION_AWARE]);
     fw.checkpoint = Some(true);
@@ -423,13 +432,7 @@ fn agent_removal_loses_tasks_and_tells_frameworks() {
 #[test]
 fn the_agent_latest_state_shows_and_a_failover_asks_for_pending_updates() {
     let mut m = master();
-    let (ac, mut arx) = conn("agent-conn");
-    let info = v1::AgentInfo {
-        hostname: "real".into(),
-        resources: parse_resources("cpus:2;mem:512").unwrap(),
-        ..Default::default()
-    };
-    let agent = m.register_agent(info, vec![], Some(ac), AgentKind::Real);
+    let (agent, mut arx) = real_agent(&mut m);
     let (c, mut rx) = conn("s1");
     let fid = m.subscribe(None, framework("f", &[]), c).unwrap();
     let now = Instant::now();
