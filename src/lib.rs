@@ -27,4 +27,5 @@ pub mod podtask;
 pub mod proxy;
 pub mod resources;
 pub mod scheduler;
+pub mod shutdown;
 pub mod version;

@@ -147,17 +147,7 @@ where
 {
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async {
-        let stop = tokio_util::sync::CancellationToken::new();
-        let signal = stop.clone();
-        tokio::spawn(async move {
-            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
-            }
-            tracing::info!("stopping");
-            signal.cancel();
-        });
+        let stop = km::shutdown::on_signal()?;
         role(stop).await
     })?;
     Ok(ExitCode::SUCCESS)

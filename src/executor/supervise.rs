@@ -23,7 +23,6 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::ValueEnum as _;
 use tokio::process::Command;
-use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
 use crate::logging::LogFormat;
@@ -84,21 +83,7 @@ pub fn lean_main(args: &[OsString]) -> ExitCode {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
-        rt.block_on(async {
-            let stop = CancellationToken::new();
-            let mut term = signal(SignalKind::terminate())?;
-            let mut int = signal(SignalKind::interrupt())?;
-            let signalled = stop.clone();
-            tokio::spawn(async move {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = int.recv() => {}
-                }
-                tracing::info!("stopping");
-                signalled.cancel();
-            });
-            supervise(stop).await
-        })
+        rt.block_on(async { supervise(crate::shutdown::on_signal()?).await })
     };
     match run() {
         Ok(()) => ExitCode::SUCCESS,
