@@ -8,7 +8,7 @@ TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 LINKS := k8sm-scheduler k8sm-executor k8sm-controller-manager k8sm-proxy km-apiserver \
          km-scheduler km-executor km-controller-manager km-proxy km-fit
 
-.PHONY: all build release test test-deps lint fmt bench bench-e2e install uninstall deb local clean
+.PHONY: all build release test test-deps lint fmt bench bench-e2e layout install uninstall deb local clean
 
 all: build
 
@@ -68,6 +68,17 @@ local:
 ## bench-e2e: the whole system's benchmarks on real Docker (km local start-up, a 100-pod burst, memory)
 bench-e2e: test-deps
 	$(CARGO) bench --bench e2e
+
+## layout: profile a km local session and rewrite layout/hot-functions.txt.gz, the
+## order scripts/km-link gives an optimised km's functions (scripts/layout.py)
+LAYOUT_DIR := $(TARGET_DIR)/layout
+layout: test-deps
+	RUSTFLAGS="-C instrument-coverage -C symbol-mangling-version=v0" CARGO_PROFILE_RELEASE_LTO=off \
+	CARGO_PROFILE_RELEASE_OPT_LEVEL=1 $(CARGO) build --release --bin km \
+	    --target x86_64-unknown-linux-gnu --target-dir $(LAYOUT_DIR)
+	rm -rf $(LAYOUT_DIR)/profile
+	scripts/layout.py run $(LAYOUT_DIR)/x86_64-unknown-linux-gnu/release/km $(LAYOUT_DIR)/profile
+	scripts/layout.py write $(LAYOUT_DIR)/x86_64-unknown-linux-gnu/release/km $(LAYOUT_DIR)/profile layout/hot-functions.txt.gz
 
 clean:
 	$(CARGO) clean

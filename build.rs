@@ -38,5 +38,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rustc-env=KM_GIT_COMMIT={commit}");
     println!("cargo:rerun-if-changed=.git/HEAD");
     println!("cargo:rerun-if-changed=.git/refs/heads");
+    // Read by scripts/km-link, the linker driver .cargo/config.toml names.
+    println!("cargo:rerun-if-changed=layout/hot-functions.txt.gz");
+    println!("cargo:rerun-if-changed=scripts/km-link");
     Ok(())
 }

@@ -5,6 +5,8 @@ use std::process::{Command, Output};
 
 #[path = "cli/deb.rs"]
 mod deb;
+#[path = "cli/layout.rs"]
+mod layout;
 
 fn km() -> Command {
     Command::new(env!("CARGO_BIN_EXE_km"))
