@@ -12,8 +12,9 @@
   scripts/layout.py write KM DIR OUT
                                   reads the counters and writes OUT: every
                                   function that ran, with what it calls that
-                                  has no counters (KM's disassembly), grouped
-                                  by the set of roles that ran it.
+                                  has no counters (KM's disassembly) and the
+                                  standard library's own code, grouped by the
+                                  set of roles that ran it.
 
 scripts/km-link reads that list when it links an optimised km (why: see
 there). The counters are LLVM raw profiles (format version 10, rustc 1.95's
@@ -106,7 +107,7 @@ def calls(km):
     return edges
 
 
-def with_uncounted_callees(names, counted, edges, depth=4):
+def with_uncounted_callees(names, counted, edges, depth=64):
     """NAMES and what they call that has no counters (std's precompiled code, drop glue,
     shims), followed through such functions DEPTH calls deep: a profile cannot tell
     whether those ran, and they sit beside the code that calls them."""
@@ -275,6 +276,26 @@ def run(km, out):
     print(f"counters of {len(glob.glob(os.path.join(out, '*.profraw')))} processes in {out}")
 
 
+STD_CRATES = {"core", "alloc", "std", "__rustc", "std_detect", "hashbrown", "memchr", "gimli", "addr2line",
+              "object", "miniz_oxide", "rustc_demangle", "panic_unwind", "unwind"}
+
+
+def std_only(km, counted):
+    """KM's functions without counters that belong to the standard library alone (their
+    paths and generic arguments name no other crate): allocation, formatting, strings,
+    panics. Every role runs some of them, often through a vtable, which the call graph
+    cannot follow."""
+    nm = subprocess.run(["nm", "--defined-only", km], capture_output=True, text=True, check=True).stdout
+    names = [f[2] for f in (line.split() for line in nm.splitlines()) if len(f) == 3 and f[1] in "tTwW"]
+    names = [n for n in names if n not in counted]
+    out = set()
+    for name, key in zip(names, keys(names)):
+        roots = set(re.findall(r"(?:^|[<&(, \[*])(?:dyn |mut |const )?([A-Za-z_][A-Za-z0-9_]*)::", key))
+        if roots and roots <= STD_CRATES:
+            out.add(name)
+    return out
+
+
 def write(km, out_dir, target):
     roles = {}
     for line in open(os.path.join(out_dir, "roles")):
@@ -292,8 +313,9 @@ def write(km, out_dir, target):
         by_role[role] |= seen
         counted |= all_counted
     edges = calls(km)
+    std = std_only(km, counted)
     for role in by_role:
-        by_role[role] = with_uncounted_callees(by_role[role], counted, edges)
+        by_role[role] = with_uncounted_callees(by_role[role], counted, edges) | std
     names = sorted(set().union(*by_role.values()))
     key_of = dict(zip(names, keys(names)))
     mask = collections.Counter()
