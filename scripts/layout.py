@@ -29,6 +29,7 @@ import glob
 import gzip
 import hashlib
 import os
+import shutil
 import re
 import signal
 import struct
@@ -273,6 +274,7 @@ def run(km, out):
     # counters into their sandboxes (the runtime's default file name).
     for path in glob.glob(os.path.join(data, "**", "*.profraw"), recursive=True):
         os.replace(path, os.path.join(out, os.path.basename(path)))
+    shutil.rmtree(data, ignore_errors=True)
     print(f"counters of {len(glob.glob(os.path.join(out, '*.profraw')))} processes in {out}")
 
 
